@@ -1,0 +1,1 @@
+"""Test helpers (offline fixtures written to disk)."""

@@ -1,0 +1,60 @@
+"""Fine-tuning through model.fit: it learns, it checkpoints, and batches are padded per batch."""
+
+import numpy as np
+import pytest
+
+from tfbertopt.data.pipeline import batch_indices, encode, lengths, make_dataset
+from tfbertopt.train import evaluate, finetune, warmup_linear_decay
+
+
+def test_finetune_learns_the_demo_task(tiny_classifier, tmp_path):
+    from tfbertopt.data.demo import demo_examples
+
+    train, dev = demo_examples("train", 512), demo_examples("dev", 128)
+    before = evaluate(tiny_classifier, dev)["accuracy"]
+    history = finetune(tiny_classifier, train, dev, epochs=4, batch_size=16, learning_rate=3e-3,
+                       length_grouping=1, checkpoint_dir=tmp_path / "ckpt", verbose=0)
+    after = evaluate(tiny_classifier, dev)["accuracy"]
+    assert after >= 0.8 > before + 0.1
+    assert history.history["dev_accuracy"][-1] == pytest.approx(after)
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("epoch_*.weights.h5")) == [
+        f"epoch_{i:02d}.weights.h5" for i in range(1, 5)]
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    schedule = warmup_linear_decay(1e-3, total_steps=100, warmup_fraction=0.1)
+    values = [float(schedule(i)) for i in range(101)]
+    assert values[0] == 0.0 and values[10] == pytest.approx(1e-3)
+    assert all(a <= b for a, b in zip(values[:10], values[1:11]))
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))
+    assert values[100] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_batches_cover_every_example_once_and_trim_padding(tiny_classifier, demo_data):
+    train, _ = demo_data
+    features = encode(train.texts, tiny_classifier.preprocessor)
+    lens = lengths(features)
+    for shuffle in (False, True):
+        idx = np.concatenate(batch_indices(lens, 32, shuffle=shuffle, seed=3))
+        assert sorted(idx.tolist()) == list(range(len(train)))
+    seen = 0
+    for x, y in make_dataset(features, train.labels, 32, shuffle=True):
+        width = x["token_ids"].shape[1]
+        assert width == int(np.asarray(x["padding_mask"]).sum(1).max())
+        seen += len(y)
+    assert seen == len(train)
+
+
+def test_unshuffled_dataset_keeps_order(tiny_classifier, demo_data):
+    train, _ = demo_data
+    features = encode(train.texts[:40], tiny_classifier.preprocessor)
+    labels = train.labels[:40]
+    got = np.concatenate([np.asarray(y) for _, y in make_dataset(features, labels, 16)])
+    np.testing.assert_array_equal(got, labels)
+
+
+def test_encode_rejects_mixed_segments(tiny_classifier):
+    with pytest.raises(ValueError, match="mix single sentences and sentence pairs"):
+        encode([("a",), ("a", "b")], tiny_classifier.preprocessor)
+    with pytest.raises(ValueError, match="no examples"):
+        encode([], tiny_classifier.preprocessor)

@@ -1,0 +1,139 @@
+"""The benchmark harness every compression feature is judged by.
+
+For each model variant, in one run and beside its baseline: parameters, file size, dev metric from Keras and from
+the .tflite (ai-edge-litert), LiteRT latency at batch 1 with 2 and 1 threads, MACs per sequence and the share of
+this machine's int8 matmul peak that latency implies, and Keras throughput. Rows follow ../shared/BENCHMARKS.md.
+
+Example:
+
+>>> from tfbertopt.bench.harness import markdown_table
+>>> print(markdown_table([{"variant": "teacher", "task": "sst2", "keras_score": 0.9, "tflite_mb": 90.4,
+...                        "latency_ms": 34.7, "baseline": None}]).splitlines()[0])
+| variant | task | params | MB | keras | tflite | agree | ms (2t) | ms (1t) | GMACs | peak % | x smaller | x faster |
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import platform
+import time
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}"
+
+
+def keras_throughput(model, sequence_length: int = 128, batch_size: int = 32, batches: int = 3) -> float:
+    """Examples per second of the Keras model's forward pass at full `sequence_length` (after one warm-up)."""
+    from tfbertopt.data.pipeline import without_preprocessor
+    from tfbertopt.export.litert import model_input_names
+
+    with without_preprocessor(model):
+        names = model_input_names(model)
+        x = {n: np.ones((batch_size, sequence_length), np.int32) if n == "padding_mask"
+             else np.zeros((batch_size, sequence_length), np.int32) for n in names}
+        x["token_ids"][:] = 1
+        model.predict_on_batch(x)
+        start = time.perf_counter()
+        for _ in range(batches):
+            model.predict_on_batch(x)
+    return batch_size * batches / (time.perf_counter() - start)
+
+
+def ratio_columns(rows: list[dict]) -> None:
+    """Adds `size_ratio` (baseline MB / row MB) and `speedup` (baseline ms / row ms) in place."""
+    by_variant = {r["variant"]: r for r in rows}
+    for row in rows:
+        base = by_variant.get(row.get("baseline"))
+        if base is None:
+            continue
+        if row.get("tflite_mb") and base.get("tflite_mb"):
+            row["size_ratio"] = round(base["tflite_mb"] / row["tflite_mb"], 3)
+        if row.get("latency_ms") and base.get("latency_ms"):
+            row["speedup"] = round(base["latency_ms"] / row["latency_ms"], 3)
+
+
+def _fmt(value, spec):
+    return "—" if value is None else format(value, spec)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ("| variant | task | params | MB | keras | tflite | agree | ms (2t) | ms (1t) | GMACs | peak % "
+            "| x smaller | x faster |")
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["variant"], r.get("task", ""),
+            _fmt(r.get("params") and r["params"] / 1e6, ".2f") + ("M" if r.get("params") else ""),
+            _fmt(r.get("tflite_mb"), ".1f"), _fmt(r.get("keras_score"), ".4f"), _fmt(r.get("tflite_score"), ".4f"),
+            _fmt(r.get("label_agreement"), ".4f"), _fmt(r.get("latency_ms"), ".2f"),
+            _fmt(r.get("latency_ms_1thread"), ".2f"), _fmt(r.get("macs") and r["macs"] / 1e9, ".3f"),
+            _fmt(r.get("peak_share") and 100 * r["peak_share"], ".1f"),
+            _fmt(r.get("size_ratio"), ".2f"), _fmt(r.get("speedup"), ".2f"),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def write_results(path, benchmark: str, command: str, rows: list[dict], int8_peak_gmacs: float | None,
+                  extra: dict | None = None) -> dict:
+    """Writes the BENCHMARKS.md JSON (and a .md table beside it); returns the object written."""
+    ratio_columns(rows)
+    doc = {
+        "benchmark": benchmark,
+        "date": datetime.date.today().isoformat(),
+        "machine": machine_description(),
+        "command": command,
+        "int8_peak_gmacs": None if int8_peak_gmacs is None else round(int8_peak_gmacs, 1),
+        "rows": rows,
+    }
+    doc.update(extra or {})
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    with open(os.path.splitext(str(path))[0] + ".md", "w") as f:
+        f.write(f"# {benchmark}\n\n`{command}`\n\n{doc['machine']}, {doc['date']}, int8 peak "
+                f"{doc['int8_peak_gmacs']} GMAC/s\n\n{markdown_table(rows)}\n")
+    return doc
+
+
+def litert_row(variant: str, tags: list[str], baseline: str, export_result, report, task_name: str, macs: int,
+               params: int, peak_gmacs: float | None, latency_2t: float | None, latency_1t: float | None) -> dict:
+    """One BENCHMARKS.md row for an exported .tflite (verification report and latencies already measured)."""
+    row = {
+        "task": task_name,
+        "variant": variant,
+        "tags": list(tags),
+        "baseline": baseline,
+        "metric": report.metric,
+        "keras_score": round(report.keras_score, 4),
+        "tflite_score": round(report.tflite_score, 4),
+        "label_agreement": round(report.label_agreement, 4),
+        "max_logit_diff": float(f"{report.max_logit_diff:.3g}"),
+        "verified": report.passed,
+        "params": int(params),
+        "tflite_mb": round(export_result.size_mb, 2),
+        "latency_ms": None if latency_2t is None else round(latency_2t, 3),
+        "latency_ms_1thread": None if latency_1t is None else round(latency_1t, 3),
+        "macs": int(macs),
+        "quantization": export_result.quantization,
+    }
+    if latency_2t and peak_gmacs:
+        row["peak_share"] = round(macs / (latency_2t / 1e3) / (peak_gmacs * 1e9), 4)
+    return row

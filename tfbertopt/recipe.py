@@ -1,0 +1,230 @@
+"""Recipe files: a model, a task and its data, and ordered stages, validated before anything runs.
+
+```yaml
+name: sst2-minilm-baseline
+model: minilm-l6            # alias | keras-hub preset | local folder | .keras file | "demo"
+task: sst2
+data: {dir: ../shared/data/glue}   # or {source: tfds}, or {source: demo}
+sequence_length: 128
+stages:
+  - finetune: {epochs: 2, learning_rate: 5.0e-5}
+  - export: {quantization: [float32, float16, dynamic]}
+  - benchmark: {results: benchmarks/results/sst2_foundation.json}
+```
+
+Errors name the key path (`stages[1].export.quantization`) and suggest the closest known name. Files are read with
+`yaml.safe_load` only.
+
+Example:
+
+>>> from tfbertopt.recipe import parse_recipe
+>>> r = parse_recipe({"name": "x", "model": "demo", "task": "sst2", "data": {"source": "demo"},
+...                   "stages": [{"finetune": {"epochs": 1}}]})
+>>> r["stages"][0]["finetune"]["batch_size"]
+32
+>>> parse_recipe({"name": "x", "model": "demo", "task": "sst2", "stages": [{"finetun": {}}]})
+Traceback (most recent call last):
+...
+tfbertopt.recipe.RecipeError: stages[0]: unknown stage 'finetun' (did you mean 'finetune'?); known stages: finetune, export, benchmark
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+
+import yaml
+
+from tfbertopt.data.tasks import get_task
+
+
+class RecipeError(ValueError):
+    """A malformed recipe; the message starts with the key path of the problem."""
+
+
+# Each option: (default, type or tuple of allowed values, description).
+STAGES = {
+    "finetune": {
+        "epochs": (2, int, "passes over the training data"),
+        "batch_size": (32, int, "examples per step"),
+        "learning_rate": (5e-5, float, "peak AdamW learning rate (linear warm-up, then linear decay)"),
+        "weight_decay": (0.01, float, "AdamW weight decay (not on biases/LayerNorm)"),
+        "warmup_fraction": (0.1, float, "share of steps spent warming up"),
+        "max_steps": (None, int, "cap on steps per epoch"),
+        "length_grouping": (20, int, "sort by length inside windows of N batches (1 = random batches)"),
+    },
+    "export": {
+        "quantization": (["float32", "float16", "dynamic"], list, "LiteRT variants: float32, float16, dynamic"),
+        "sequence_length": (None, int, "fixed input length (default: the recipe's sequence_length)"),
+    },
+    "benchmark": {
+        "results": (None, str, "also write the BENCHMARKS.md JSON here"),
+        "latency_runs": (30, int, "timed LiteRT invocations per variant (median reported)"),
+        "threads": ([2, 1], list, "LiteRT thread counts to time"),
+        "verify_examples": (None, int, "verify on the first N dev examples (default: all)"),
+        "min_agreement": (0.995, float, "quantized exports must agree with Keras on this share of labels"),
+        "max_logit_diff": (1e-4, float, "float exports must match Keras logits this closely"),
+    },
+}
+QUANTIZATION_CHOICES = ("float32", "float16", "dynamic")
+TOP_LEVEL = {
+    "name": (None, str, "recipe name (output folder name)"),
+    "model": (None, str, "model source"),
+    "task": (None, str, "GLUE task"),
+    "data": ({}, dict, "data source"),
+    "sequence_length": (128, int, "preprocessor sequence length"),
+    "seed": (0, int, "random seed"),
+    "output_dir": (None, str, "where stage outputs go (default runs/<name>)"),
+    "stages": (None, list, "ordered stages"),
+}
+DATA = {
+    "source": ("auto", ("auto", "glue_dir", "tfds", "demo"), "auto: dir if given (or TFBERTOPT_GLUE_DIR), else tfds"),
+    "dir": (None, str, "local GLUE folder (SST-2/train.tsv, ...)"),
+    "max_train_examples": (None, int, "use the first N training examples"),
+    "max_dev_examples": (None, int, "use the first N dev examples"),
+    "on_bad_rows": ("raise", ("raise", "skip"), "bad data rows: fail, or skip and report them"),
+    "demo_train_examples": (1024, int, "size of the synthetic demo training set"),
+}
+REQUIRED = ("name", "model", "task", "stages")
+
+
+def _unknown(path: str, key: str, known) -> RecipeError:
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return RecipeError(f"{path}: unknown key '{key}'{hint}; known keys: {', '.join(known)}")
+
+
+def _check_value(path: str, value, kind):
+    if value is None:
+        return None
+    if isinstance(kind, tuple):
+        if value not in kind:
+            raise RecipeError(f"{path}: '{value}' is not one of {', '.join(map(str, kind))}")
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads "5e-5" (no dot) as a string
+        except ValueError:
+            pass
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise RecipeError(f"{path}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _fill(path: str, given, schema: dict) -> dict:
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise RecipeError(f"{path}: expected a mapping of options, got {type(given).__name__}")
+    out = {}
+    for key, value in given.items():
+        if key not in schema:
+            raise _unknown(path, key, schema)
+        out[key] = _check_value(f"{path}.{key}" if path else key, value, schema[key][1])
+    for key, (default, _, _) in schema.items():
+        out.setdefault(key, copy.deepcopy(default))
+    return out
+
+
+def _parse_stage(i: int, stage) -> dict:
+    path = f"stages[{i}]"
+    if isinstance(stage, str):
+        stage = {stage: {}}
+    if not isinstance(stage, dict) or len(stage) != 1:
+        raise RecipeError(f"{path}: a stage is a mapping with one key, the stage name, e.g. '- finetune: {{epochs: 2}}'")
+    (name, options), = stage.items()
+    if name not in STAGES:
+        close = difflib.get_close_matches(str(name), list(STAGES), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise RecipeError(f"{path}: unknown stage '{name}'{hint}; known stages: {', '.join(STAGES)}")
+    options = _fill(f"{path}.{name}", options, STAGES[name])
+    if name == "export":
+        for q in options["quantization"]:
+            if q not in QUANTIZATION_CHOICES:
+                raise RecipeError(f"{path}.export.quantization: unknown '{q}'; choose from {QUANTIZATION_CHOICES}")
+    for key in ("epochs", "batch_size", "latency_runs", "max_steps", "verify_examples", "sequence_length",
+                "length_grouping"):
+        if options.get(key) is not None and options[key] < 1:
+            raise RecipeError(f"{path}.{name}.{key}: must be >= 1, got {options[key]}")
+    return {name: options}
+
+
+def parse_recipe(raw) -> dict:
+    """Validates a recipe mapping and fills defaults; RecipeError on the first problem, before any work."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe: expected a mapping at the top level, got {type(raw).__name__}")
+    recipe = _fill("", raw, TOP_LEVEL)
+    for key in REQUIRED:
+        if recipe.get(key) in (None, [], ""):
+            raise RecipeError(f"{key}: required")
+    try:
+        get_task(recipe["task"])
+    except ValueError as e:
+        raise RecipeError(f"task: {e}") from None
+    recipe["data"] = _fill("data", recipe["data"], DATA)
+    recipe["stages"] = [_parse_stage(i, s) for i, s in enumerate(recipe["stages"])]
+    names = [next(iter(s)) for s in recipe["stages"]]
+    if "benchmark" in names and "export" not in names[: names.index("benchmark")]:
+        raise RecipeError("stages: 'benchmark' measures exported models, so an 'export' stage must come before it")
+    if len(set(names)) != len(names):
+        raise RecipeError(f"stages: each stage may appear once in this version, got {names}")
+    return recipe
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Applies `a.b.c=value` (value read as YAML) in place; `stages.<name>.<key>` addresses a stage by name."""
+    if "=" not in assignment:
+        raise RecipeError(f"--set {assignment}: expected KEY=VALUE, e.g. stages.finetune.epochs=3")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    value = yaml.safe_load(value)
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _stage_options(node, part, ".".join(parts[: depth + 1]))
+            continue
+        if part not in node or node[part] is None:
+            node[part] = {}
+        node = node[part]
+    if isinstance(node, list):
+        raise RecipeError(f"--set {key}: name an option inside the stage, e.g. stages.finetune.epochs")
+    node[parts[-1]] = value
+
+
+def _stage_options(stages: list, part: str, path: str) -> dict:
+    if part.isdigit() and int(part) < len(stages):
+        stage = stages[int(part)]
+        stage = stage if isinstance(stage, dict) else {stage: {}}
+        name = next(iter(stage))
+        stage[name] = stage[name] or {}
+        stages[int(part)] = stage
+        return stage[name]
+    for i, stage in enumerate(stages):
+        stage = stage if isinstance(stage, dict) else {stage: {}}
+        if part in stage:
+            stage[part] = stage[part] or {}
+            stages[i] = stage
+            return stage[part]
+    names = [next(iter(s)) if isinstance(s, dict) else s for s in stages]
+    raise RecipeError(f"--set {path}: the recipe has no stage '{part}'; its stages are {names}")
+
+
+def load_recipe(path, overrides=()) -> dict:
+    """Reads (yaml.safe_load), applies `--set` overrides and validates a recipe file."""
+    if not os.path.exists(path):
+        raise RecipeError(f"recipe file {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: expected a mapping at the top level")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    recipe = parse_recipe(raw)
+    recipe["_path"] = os.path.abspath(path)
+    return recipe

@@ -1,0 +1,225 @@
+"""Runs a validated recipe stage by stage, handing each stage's model to the next.
+
+Every finished stage is recorded in `<output_dir>/state.json` with its outputs (models are saved as `.keras`), so
+running the same recipe again resumes after the last finished stage; fine-tuning itself resumes at its epoch
+through `BackupAndRestore`. Outputs: per-stage folders, the .tflite files, `report.json` and `report.md`.
+
+Example (the offline demo: a tiny BERT on synthetic data, about a minute):
+
+>>> from tfbertopt.runner import run_recipe   # doctest: +SKIP
+>>> run_recipe(load_recipe("recipes/demo.yaml"))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+
+import keras
+
+from tfbertopt.data.pipeline import encode
+from tfbertopt.data.tasks import get_task
+
+logger = logging.getLogger(__name__)
+
+
+def say(message: str) -> None:
+    print(f"[tfbertopt {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _resolve_dir(recipe: dict, value: str | None) -> str | None:
+    """Paths in a recipe are relative to the working directory, or failing that to the recipe file."""
+    if value is None:
+        return None
+    if os.path.isabs(value) or os.path.exists(value) or "_path" not in recipe:
+        return value
+    candidate = os.path.join(os.path.dirname(recipe["_path"]), value)
+    return candidate if os.path.exists(candidate) else value
+
+
+def load_data(recipe: dict):
+    """(train, dev) Examples for the recipe's task and data source."""
+    from tfbertopt.data.demo import demo_examples
+    from tfbertopt.data.glue import load_glue
+
+    data = recipe["data"]
+    task = get_task(recipe["task"])
+    if data["source"] == "demo":
+        if task.name != "sst2":
+            raise ValueError(f"the synthetic demo data is an sst2-style task; the recipe asks for {task.name}")
+        return demo_examples("train", data["demo_train_examples"]), demo_examples("dev", 256)
+    data_dir = None
+    if data["source"] in ("auto", "glue_dir"):
+        data_dir = _resolve_dir(recipe, data["dir"])
+        if data["source"] == "glue_dir" and data_dir is None:
+            raise ValueError("data.source is glue_dir but data.dir is not set")
+        if data_dir is not None and not os.path.isdir(data_dir):
+            raise FileNotFoundError(f"data.dir {data_dir} is not a folder (expected a GLUE folder with "
+                                    f"{task.folder}/train.tsv)")
+    kwargs = dict(data_dir=data_dir, on_bad_rows=data["on_bad_rows"])
+    train = load_glue(task, "train", max_examples=data["max_train_examples"], **kwargs)
+    dev = load_glue(task, "dev", max_examples=data["max_dev_examples"], **kwargs)
+    for split in (train, dev):
+        if split.bad_rows:
+            say(f"{split.source}: skipped {len(split.bad_rows)} bad rows (first: line {split.bad_rows[0][0]}: "
+                f"{split.bad_rows[0][1]})")
+    return train, dev
+
+
+def load_model(recipe: dict, train):
+    from tfbertopt import models
+
+    task = get_task(recipe["task"])
+    if recipe["model"] == "demo":
+        from tfbertopt.data.demo import demo_vocabulary
+
+        say("model: DEMO tiny BERT (2 layers, H64, random init) over the synthetic demo vocabulary")
+        return models.tiny_bert_classifier(demo_vocabulary(), num_classes=task.num_classes,
+                                           sequence_length=recipe["sequence_length"], seed=recipe["seed"])
+    source = _resolve_dir(recipe, recipe["model"])
+    say(f"model: {source}")
+    return models.load_classifier(source, num_classes=task.num_classes, sequence_length=recipe["sequence_length"])
+
+
+class Run:
+    """State of one recipe run: its folder, finished stages, and the current model."""
+
+    def __init__(self, recipe: dict, output_dir: str | None = None):
+        self.recipe = recipe
+        self.dir = output_dir or recipe["output_dir"] or os.path.join("runs", recipe["name"])
+        os.makedirs(self.dir, exist_ok=True)
+        self.state_path = os.path.join(self.dir, "state.json")
+        self.state = {"finished": {}}
+        if os.path.exists(self.state_path):
+            with open(self.state_path) as f:
+                self.state = json.load(f)
+        self.model = None
+        self.exports = []
+
+    def stage_dir(self, i: int, name: str) -> str:
+        path = os.path.join(self.dir, f"{i:02d}_{name}")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def finish(self, key: str, outputs: dict) -> None:
+        self.state["finished"][key] = outputs
+        with open(self.state_path, "w") as f:
+            json.dump(self.state, f, indent=2)
+
+
+def _stage_finetune(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
+    from tfbertopt.train import finetune
+
+    say(f"finetune: {len(train)} train / {len(dev)} dev examples, {options['epochs']} epochs")
+    history = finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
+                       learning_rate=options["learning_rate"], weight_decay=options["weight_decay"],
+                       warmup_fraction=options["warmup_fraction"], max_steps=options["max_steps"],
+                       length_grouping=options["length_grouping"],
+                       checkpoint_dir=os.path.join(stage_dir, "checkpoints"), seed=run.recipe["seed"],
+                       verbose=2)
+    path = os.path.join(stage_dir, "model.keras")
+    run.model.save(path)
+    logs = {k: [float(x) for x in v] for k, v in history.history.items()}
+    return {"model": path, "history": logs}
+
+
+def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
+    from tfbertopt.export.litert import export_litert
+
+    seq = options["sequence_length"] or run.recipe["sequence_length"]
+    exports = []
+    for q in options["quantization"]:
+        say(f"export: {q} LiteRT at sequence length {seq}")
+        result = export_litert(run.model, os.path.join(stage_dir, f"model_{q}.tflite"), q, seq)
+        say(f"export: {result.path} {result.size_mb:.1f} MB, ops {dict(result.ops)}")
+        exports.append({"path": result.path, "quantization": q, "size_bytes": result.size_bytes,
+                        "ops": dict(result.ops), "sequence_length": seq})
+    return {"exports": exports}
+
+
+VARIANT_TAGS = {"float32": ["baseline", "teacher", "finetune"], "float16": ["float16"], "dynamic": ["ptq-dynamic"]}
+
+
+def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
+    from tfbertopt.bench import harness, latency
+    from tfbertopt.export.litert import ExportResult
+    from tfbertopt.export.verify import verify_litert
+    from tfbertopt.kernels import count_macs, count_params
+    from tfbertopt.train import predict_logits
+
+    task = get_task(run.recipe["task"])
+    exports = [e for out in run.state["finished"].values() for e in out.get("exports", [])]
+    examples = dev if options["verify_examples"] is None else dev.take(options["verify_examples"])
+    features = encode(examples.texts, run.model.preprocessor)
+    keras_logits = predict_logits(run.model, features)
+    say("benchmark: measuring this machine's LiteRT int8 matmul peak")
+    peak = latency.int8_peak_gmacs(num_threads=2)
+    say(f"benchmark: int8 peak {peak:.0f} GMAC/s (2 threads)")
+    params = count_params(run.model)
+    rows, names = [], {"float32": "float32"}
+    base_variant = "float32" if any(e["quantization"] == "float32" for e in exports) else None
+    for e in exports:
+        q = e["quantization"]
+        say(f"benchmark: verifying {q} on {len(examples)} dev examples")
+        report = verify_litert(e["path"], run.model, examples, quantized=q != "float32", features=features,
+                               keras_logits=keras_logits, max_logit_diff=options["max_logit_diff"],
+                               min_agreement=options["min_agreement"])
+        say(f"benchmark: {q}: {report.summary()}")
+        lat = {t: latency.litert_latency_ms(e["path"], num_threads=t, runs=options["latency_runs"])
+               for t in options["threads"]}
+        macs = count_macs(run.model, e["sequence_length"])
+        result = ExportResult(e["path"], q, e["size_bytes"], e["ops"], e["sequence_length"], ())
+        tags = VARIANT_TAGS[q] if base_variant else [t for t in VARIANT_TAGS[q] if t != "baseline"]
+        row = harness.litert_row(names.get(q, q), tags, None if q == base_variant else base_variant, result,
+                                 report, task.name, macs, params, peak, lat.get(2), lat.get(1))
+        if q == base_variant:
+            row["keras_examples_per_s"] = round(harness.keras_throughput(run.model, e["sequence_length"]), 2)
+        row["dev_examples"] = len(examples)
+        rows.append(row)
+        say(f"benchmark: {q}: {row['tflite_mb']} MB, {row['latency_ms']} ms (2 threads)")
+    command = "tfbertopt " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("tfbertopt") \
+        else " ".join(shlex.quote(a) for a in sys.argv)
+    name = f"{run.recipe['name']}"
+    doc = harness.write_results(os.path.join(run.dir, "report.json"), name, command, rows, peak,
+                                extra={"recipe": run.recipe.get("_path"), "data": examples.source})
+    if options["results"]:
+        harness.write_results(options["results"], name, command, rows, peak,
+                              extra={"recipe": run.recipe.get("_path"), "data": examples.source})
+    print(harness.markdown_table(doc["rows"]), flush=True)
+    return {"report": os.path.join(run.dir, "report.json"), "rows": rows}
+
+
+STAGE_FUNCTIONS = {"finetune": _stage_finetune, "export": _stage_export, "benchmark": _stage_benchmark}
+
+
+def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
+    """Runs every stage of a validated recipe (see `tfbertopt.recipe.load_recipe`), resuming finished ones."""
+    run = Run(recipe, output_dir)
+    say(f"recipe '{recipe['name']}' -> {run.dir}")
+    train, dev = load_data(recipe)
+    say(f"data: {len(train)} train, {len(dev)} dev examples from {train.source}")
+    model_path = None
+    for key, outputs in run.state["finished"].items():
+        model_path = outputs.get("model", model_path)
+    if model_path and os.path.exists(model_path):
+        say(f"resuming: loading {model_path}")
+        run.model = keras.saving.load_model(model_path)
+    else:
+        run.model = load_model(recipe, train)
+    for i, stage in enumerate(recipe["stages"]):
+        (name, options), = stage.items()
+        key = f"{i:02d}_{name}"
+        if key in run.state["finished"]:
+            say(f"stage {key}: already finished, skipping")
+            continue
+        started = time.time()
+        say(f"stage {key}: start")
+        outputs = STAGE_FUNCTIONS[name](run, options, run.stage_dir(i, name), train, dev)
+        outputs["seconds"] = round(time.time() - started, 1)
+        run.finish(key, outputs)
+        say(f"stage {key}: done in {outputs['seconds']:.0f} s")
+    return run

@@ -1,0 +1,178 @@
+"""Fine-tuning and evaluation of keras-hub classifiers on GLUE tasks through plain `model.fit`.
+
+Example:
+
+>>> from tfbertopt.data.demo import demo_examples, demo_vocabulary
+>>> from tfbertopt.models import tiny_bert_classifier
+>>> from tfbertopt.train import finetune, evaluate
+>>> train, dev = demo_examples("train", 64), demo_examples("dev", 32)
+>>> clf = tiny_bert_classifier(demo_vocabulary())
+>>> history = finetune(clf, train, dev, epochs=1, batch_size=16, verbose=0)
+>>> sorted(evaluate(clf, dev))
+['accuracy']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import keras
+import numpy as np
+
+from tfbertopt import metrics as metrics_lib
+from tfbertopt.data.pipeline import encode, make_dataset, steps_per_epoch, without_preprocessor
+
+logger = logging.getLogger(__name__)
+
+
+def warmup_linear_decay(learning_rate: float, total_steps: int, warmup_fraction: float = 0.1):
+    """BERT's schedule: linear warm-up to `learning_rate`, then linear decay to 0."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+    decay = keras.optimizers.schedules.PolynomialDecay(learning_rate, max(1, total_steps - warmup), 0.0)
+    return _Warmup(learning_rate, warmup, decay)
+
+
+@keras.saving.register_keras_serializable(package="tfbertopt")
+class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
+    def __init__(self, peak, warmup_steps, decay):
+        self.peak, self.warmup_steps, self.decay = peak, warmup_steps, decay
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warm = self.peak * step / self.warmup_steps
+        return keras.ops.where(step < self.warmup_steps, warm, self.decay(step - self.warmup_steps))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                "decay": keras.saving.serialize_keras_object(self.decay)}
+
+    @classmethod
+    def from_config(cls, config):
+        config["decay"] = keras.saving.deserialize_keras_object(config["decay"])
+        return cls(**config)
+
+
+def loss_for(task):
+    if task.is_regression:
+        return keras.losses.MeanSquaredError()
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def predict_logits(model, features: dict, batch_size: int = 64) -> np.ndarray:
+    """Logits for pre-tokenized features, batched with per-batch padding, in dataset order."""
+    ds = make_dataset(features, None, batch_size=batch_size, shuffle=False)
+    outputs = []
+    with without_preprocessor(model):
+        for x in ds:
+            outputs.append(np.asarray(model(x, training=False)))
+    return np.concatenate(outputs)
+
+
+def predictions_from_logits(task, logits: np.ndarray) -> np.ndarray:
+    return logits[:, 0] if task.is_regression else logits.argmax(axis=-1)
+
+
+def evaluate(model, examples, batch_size: int = 64, features: dict | None = None) -> dict:
+    """Task metrics (accuracy, F1, Matthews, Pearson/Spearman as apply) of `model` on `examples`."""
+    features = features if features is not None else encode(examples.texts, model.preprocessor)
+    logits = predict_logits(model, features, batch_size)
+    return metrics_lib.compute_metrics(examples.task, examples.labels, predictions_from_logits(examples.task, logits))
+
+
+class StepProgress(keras.callbacks.Callback):
+    """Prints a line every `every` steps (step, loss, seconds per step, time left): readable in log files, where
+    Keras' progress bar is not."""
+
+    def __init__(self, steps_per_epoch: int, epochs: int, every: int = 100):
+        super().__init__()
+        self.steps, self.epochs, self.every = steps_per_epoch, epochs, every
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.started = epoch, time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = batch + 1
+        if done % self.every and done != self.steps:
+            return
+        per_step = (time.time() - self.started) / done
+        left = per_step * ((self.steps - done) + self.steps * (self.epochs - self.epoch - 1))
+        loss = (logs or {}).get("loss")
+        print(f"epoch {self.epoch + 1}/{self.epochs} step {done}/{self.steps} loss {float(loss):.4f} "
+              f"{per_step:.3f} s/step, ~{left / 60:.1f} min left", flush=True)
+
+
+class DevMetrics(keras.callbacks.Callback):
+    """Computes the GLUE metrics on the dev set after each epoch and logs them as `dev_<metric>`."""
+
+    def __init__(self, examples, features, batch_size: int = 64):
+        super().__init__()
+        self.examples, self.features, self.batch_size = examples, features, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        logits = predict_logits(self.model, self.features, self.batch_size)
+        scores = metrics_lib.compute_metrics(
+            self.examples.task, self.examples.labels, predictions_from_logits(self.examples.task, logits))
+        if logs is not None:
+            logs.update({f"dev_{k}": v for k, v in scores.items()})
+        logger.info("epoch %d dev %s", epoch + 1, scores)
+        print(f"epoch {epoch + 1}: dev " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()), flush=True)
+
+
+def finetune(
+    model,
+    train,
+    dev=None,
+    epochs: int = 2,
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    weight_decay: float = 0.01,
+    warmup_fraction: float = 0.1,
+    checkpoint_dir: str | os.PathLike | None = None,
+    callbacks: list | None = None,
+    seed: int = 0,
+    max_steps: int | None = None,
+    length_grouping: int = 20,
+    verbose: int | str = "auto",
+):
+    """Fine-tunes a keras-hub classifier on GLUE `Examples` with AdamW and BERT's warm-up/linear-decay schedule.
+
+    Tokenizes once with the model's own preprocessor; batches are length-grouped and padded per batch.
+    With `checkpoint_dir`, weights are written after each epoch and `BackupAndRestore` resumes a stopped run at
+    the epoch where it stopped. `length_grouping` sorts examples by length inside windows of that many batches
+    (1 = plain random batches): larger windows pad less but make batches more alike. Returns the Keras `History` (dev metrics logged as `dev_<name>`).
+    """
+    task = train.task
+    keras.utils.set_random_seed(seed)
+    started = time.time()
+    train_features = encode(train.texts, model.preprocessor)
+    steps = steps_per_epoch(len(train), batch_size)
+    if max_steps is not None:
+        steps = min(steps, max_steps)
+    total = steps * epochs
+    logger.info("fine-tuning on %d %s examples, %d steps x %d epochs", len(train), task.name, steps, epochs)
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=warmup_linear_decay(learning_rate, total, warmup_fraction),
+        weight_decay=weight_decay,
+        global_clipnorm=1.0,
+    )
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(optimizer=optimizer, loss=loss_for(task),
+                  metrics=[] if task.is_regression else ["accuracy"])
+    train_ds = make_dataset(train_features, train.labels, batch_size, shuffle=True, seed=seed,
+                            repeat_epochs=epochs + 1, sort_window=length_grouping)
+    cbs = list(callbacks or [])
+    if verbose == 2:
+        cbs.append(StepProgress(steps, epochs, every=max(1, min(200, steps // 10))))
+    if dev is not None:
+        cbs.append(DevMetrics(dev, encode(dev.texts, model.preprocessor)))
+    if checkpoint_dir is not None:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        cbs.append(keras.callbacks.BackupAndRestore(os.path.join(str(checkpoint_dir), "backup")))
+        cbs.append(keras.callbacks.ModelCheckpoint(
+            os.path.join(str(checkpoint_dir), "epoch_{epoch:02d}.weights.h5"), save_weights_only=True))
+    with without_preprocessor(model):
+        history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=cbs, verbose=verbose)
+    history.history["train_seconds"] = [time.time() - started]
+    return history
