@@ -267,6 +267,7 @@ def tiny_bert_classifier(
     intermediate_dim: int = 128,
     sequence_length: int = 32,
     seed: int = 0,
+    dropout: float = 0.1,
 ):
     """A small randomly initialised BertTextClassifier over `vocabulary`, for tests and the offline demo.
 
@@ -284,5 +285,7 @@ def tiny_bert_classifier(
         hidden_dim=hidden_dim,
         intermediate_dim=intermediate_dim,
         max_sequence_length=max(sequence_length, 128),
+        dropout=dropout,
     )
-    return keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=num_classes, preprocessor=preprocessor)
+    return keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=num_classes, preprocessor=preprocessor,
+                                               dropout=dropout)

@@ -19,8 +19,7 @@ import shlex
 import sys
 import time
 
-import keras
-
+from tfbertopt.saving import load_model
 from tfbertopt.data.pipeline import encode
 from tfbertopt.data.tasks import get_task
 
@@ -207,7 +206,7 @@ def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
         model_path = outputs.get("model", model_path)
     if model_path and os.path.exists(model_path):
         say(f"resuming: loading {model_path}")
-        run.model = keras.saving.load_model(model_path)
+        run.model = load_model(model_path)
     else:
         run.model = load_model(recipe, train)
     for i, stage in enumerate(recipe["stages"]):

@@ -173,6 +173,7 @@ def finetune(
         cbs.append(keras.callbacks.ModelCheckpoint(
             os.path.join(str(checkpoint_dir), "epoch_{epoch:02d}.weights.h5"), save_weights_only=True))
     with without_preprocessor(model):
-        history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=cbs, verbose=verbose)
+        history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=cbs, verbose=verbose,
+                            shuffle=False)  # batches are already shuffled by make_dataset
     history.history["train_seconds"] = [time.time() - started]
     return history

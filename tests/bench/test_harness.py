@@ -21,6 +21,7 @@ def test_write_results_format(tmp_path):
     assert saved == doc
     assert set(saved) >= {"benchmark", "date", "machine", "command", "int8_peak_gmacs", "rows"}
     assert saved["int8_peak_gmacs"] == 400.0
+    assert saved["versions"]["tensorflow"] and saved["versions"]["ai-edge-litert"]
     assert saved["rows"][1]["size_ratio"] == 4.0 and saved["rows"][1]["speedup"] == 3.0
     assert "size_ratio" not in saved["rows"][0]
     table = (tmp_path / "r.md").read_text()

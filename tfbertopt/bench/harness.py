@@ -90,6 +90,19 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def versions() -> dict:
+    """Versions of everything that shapes a result: recorded in every report."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("tfbertopt", "tensorflow", "keras", "keras-hub", "ai-edge-litert", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def write_results(path, benchmark: str, command: str, rows: list[dict], int8_peak_gmacs: float | None,
                   extra: dict | None = None) -> dict:
     """Writes the BENCHMARKS.md JSON (and a .md table beside it); returns the object written."""
@@ -100,6 +113,7 @@ def write_results(path, benchmark: str, command: str, rows: list[dict], int8_pea
         "machine": machine_description(),
         "command": command,
         "int8_peak_gmacs": None if int8_peak_gmacs is None else round(int8_peak_gmacs, 1),
+        "versions": versions(),
         "rows": rows,
     }
     doc.update(extra or {})
