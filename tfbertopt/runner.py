@@ -19,7 +19,7 @@ import shlex
 import sys
 import time
 
-from tfbertopt.saving import load_model
+from tfbertopt import saving
 from tfbertopt.data.pipeline import encode
 from tfbertopt.data.tasks import get_task
 
@@ -69,7 +69,7 @@ def load_data(recipe: dict):
     return train, dev
 
 
-def load_model(recipe: dict, train):
+def build_model(recipe: dict):
     from tfbertopt import models
 
     task = get_task(recipe["task"])
@@ -144,6 +144,7 @@ VARIANT_TAGS = {"float32": ["baseline", "teacher", "finetune"], "float16": ["flo
 
 
 def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
+    """Re-exports nothing: verifies and times the files the export stage wrote, beside the float32 baseline."""
     from tfbertopt.bench import harness, latency
     from tfbertopt.export.litert import ExportResult
     from tfbertopt.export.verify import verify_litert
@@ -159,8 +160,8 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
     peak = latency.int8_peak_gmacs(num_threads=2)
     say(f"benchmark: int8 peak {peak:.0f} GMAC/s (2 threads)")
     params = count_params(run.model)
-    rows, names = [], {"float32": "float32"}
     base_variant = "float32" if any(e["quantization"] == "float32" for e in exports) else None
+    rows = []
     for e in exports:
         q = e["quantization"]
         say(f"benchmark: verifying {q} on {len(examples)} dev examples")
@@ -170,26 +171,30 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
         say(f"benchmark: {q}: {report.summary()}")
         lat = {t: latency.litert_latency_ms(e["path"], num_threads=t, runs=options["latency_runs"])
                for t in options["threads"]}
-        macs = count_macs(run.model, e["sequence_length"])
         result = ExportResult(e["path"], q, e["size_bytes"], e["ops"], e["sequence_length"], ())
         tags = VARIANT_TAGS[q] if base_variant else [t for t in VARIANT_TAGS[q] if t != "baseline"]
-        row = harness.litert_row(names.get(q, q), tags, None if q == base_variant else base_variant, result,
-                                 report, task.name, macs, params, peak, lat.get(2), lat.get(1))
+        row = harness.litert_row(q, tags, None if q == base_variant else base_variant, result, report, task.name,
+                                 count_macs(run.model, e["sequence_length"]), params, peak, lat.get(2), lat.get(1))
         if q == base_variant:
             row["keras_examples_per_s"] = round(harness.keras_throughput(run.model, e["sequence_length"]), 2)
         row["dev_examples"] = len(examples)
         rows.append(row)
         say(f"benchmark: {q}: {row['tflite_mb']} MB, {row['latency_ms']} ms (2 threads)")
-    command = "tfbertopt " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("tfbertopt") \
-        else " ".join(shlex.quote(a) for a in sys.argv)
-    name = f"{run.recipe['name']}"
-    doc = harness.write_results(os.path.join(run.dir, "report.json"), name, command, rows, peak,
-                                extra={"recipe": run.recipe.get("_path"), "data": examples.source})
+    command = command_line()
+    extra = {"recipe": run.recipe.get("_path"), "data": examples.source}
+    doc = harness.write_results(os.path.join(run.dir, "report.json"), run.recipe["name"], command, rows, peak,
+                                extra=extra)
     if options["results"]:
-        harness.write_results(options["results"], name, command, rows, peak,
-                              extra={"recipe": run.recipe.get("_path"), "data": examples.source})
+        harness.write_results(options["results"], run.recipe["name"], command, rows, peak, extra=extra)
     print(harness.markdown_table(doc["rows"]), flush=True)
     return {"report": os.path.join(run.dir, "report.json"), "rows": rows}
+
+
+def command_line() -> str:
+    """The command that started this process, as a user would type it."""
+    args = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return f"tfbertopt {args}" if os.path.basename(sys.argv[0]) == "tfbertopt" else \
+        " ".join(shlex.quote(a) for a in sys.argv)
 
 
 STAGE_FUNCTIONS = {"finetune": _stage_finetune, "export": _stage_export, "benchmark": _stage_benchmark}
@@ -206,9 +211,9 @@ def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
         model_path = outputs.get("model", model_path)
     if model_path and os.path.exists(model_path):
         say(f"resuming: loading {model_path}")
-        run.model = load_model(model_path)
+        run.model = saving.load_model(model_path)
     else:
-        run.model = load_model(recipe, train)
+        run.model = build_model(recipe)
     for i, stage in enumerate(recipe["stages"]):
         (name, options), = stage.items()
         key = f"{i:02d}_{name}"

@@ -43,7 +43,10 @@ def load_model(path, compile: bool = True, safe_mode: bool = True):
     optimizer = getattr(model, "optimizer", None)
     restored = optimizer is not None and int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0
     if compile_config and not restored:
-        model.compile_from_config(compile_config)
-        model.optimizer.build(model.trainable_variables)
-        model.load_weights(path)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*compile\\(\\)` was not called.*")
+            warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
+            model.compile_from_config(compile_config)
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(path)
     return model

@@ -127,6 +127,14 @@ def write_results(path, benchmark: str, command: str, rows: list[dict], int8_pea
     return doc
 
 
+def gzip_mb(path) -> float:
+    """Size after gzip: what sparsity buys on disk and over the network (LiteRT stores dense kernels)."""
+    import gzip
+
+    with open(path, "rb") as f:
+        return len(gzip.compress(f.read(), compresslevel=6)) / 1e6
+
+
 def litert_row(variant: str, tags: list[str], baseline: str, export_result, report, task_name: str, macs: int,
                params: int, peak_gmacs: float | None, latency_2t: float | None, latency_1t: float | None) -> dict:
     """One BENCHMARKS.md row for an exported .tflite (verification report and latencies already measured)."""
@@ -143,6 +151,7 @@ def litert_row(variant: str, tags: list[str], baseline: str, export_result, repo
         "verified": report.passed,
         "params": int(params),
         "tflite_mb": round(export_result.size_mb, 2),
+        "gzip_mb": round(gzip_mb(export_result.path), 2),
         "latency_ms": None if latency_2t is None else round(latency_2t, 3),
         "latency_ms_1thread": None if latency_1t is None else round(latency_1t, 3),
         "macs": int(macs),
@@ -150,4 +159,35 @@ def litert_row(variant: str, tags: list[str], baseline: str, export_result, repo
     }
     if latency_2t and peak_gmacs:
         row["peak_share"] = round(macs / (latency_2t / 1e3) / (peak_gmacs * 1e9), 4)
+    return row
+
+
+def measure_variant(model, variant: str, tags: list[str], baseline: str | None, dev, out_dir, peak_gmacs=None,
+                    quantization: str = "float32", sequence_length: int = 128, threads=(2, 1), runs: int = 30,
+                    features: dict | None = None, extra: dict | None = None, min_agreement: float = 0.995,
+                    max_logit_diff: float = 1e-4) -> dict:
+    """Exports `model` to LiteRT, verifies it on `dev` and times it: one BENCHMARKS.md row.
+
+    The row records the verification verdict (`verified`); a failed verification is reported, not hidden.
+    """
+    from tfbertopt.bench import latency
+    from tfbertopt.data.pipeline import encode
+    from tfbertopt.export.litert import export_litert
+    from tfbertopt.export.verify import verify_litert
+    from tfbertopt.kernels import count_macs, count_params
+    from tfbertopt.train import predict_logits
+
+    features = features if features is not None else encode(dev.texts, model.preprocessor)
+    keras_logits = predict_logits(model, features)
+    result = export_litert(model, os.path.join(str(out_dir), f"{variant}_{quantization}.tflite"), quantization,
+                           sequence_length)
+    report = verify_litert(result.path, model, dev, quantized=quantization != "float32", features=features,
+                           keras_logits=keras_logits, min_agreement=min_agreement, max_logit_diff=max_logit_diff)
+    lat = {t: latency.litert_latency_ms(result.path, num_threads=t, runs=runs) for t in threads}
+    row = litert_row(variant, tags, baseline, result, report, dev.task.name, count_macs(model, sequence_length),
+                     count_params(model), peak_gmacs, lat.get(2), lat.get(1))
+    row["dev_examples"] = len(dev)
+    row.update(extra or {})
+    logger.info("%s: %s", variant, report.summary())
+    print(f"[bench] {variant}: {report.summary()} | {row['tflite_mb']} MB, {row['latency_ms']} ms", flush=True)
     return row

@@ -1,0 +1,165 @@
+"""Structured pruning: importance, plans, and a shrink that is exactly the masked model, only smaller."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfbertopt.data.pipeline import encode
+from tfbertopt.kernels import encoder_layers, encoder_shapes, find_kernels
+from tfbertopt.pruning.structured import (
+    StructurePlan,
+    full_plan,
+    plan_by_importance,
+    plan_drop_layers,
+    shrink,
+    structure_importance,
+    with_layerdrop,
+)
+from tfbertopt.saving import load_model
+from tfbertopt.train import finetune, predict_logits
+
+
+@pytest.fixture()
+def bert4():
+    from tfbertopt.data.demo import demo_vocabulary
+    from tfbertopt.models import tiny_bert_classifier
+
+    return tiny_bert_classifier(demo_vocabulary(), num_layers=4, hidden_dim=32, num_heads=4, intermediate_dim=64,
+                                sequence_length=16, seed=3)
+
+
+@pytest.fixture()
+def dev_features(bert4, demo_data):
+    return encode(demo_data[1].texts, bert4.preprocessor)
+
+
+def test_full_plan_shrink_is_identity(bert4, dev_features):
+    same = shrink(bert4, full_plan(bert4))
+    np.testing.assert_array_equal(predict_logits(same, dev_features), predict_logits(bert4, dev_features))
+
+
+def test_shrink_equals_masking_heads_and_neurons(bert4, demo_data, dev_features):
+    train, _ = demo_data
+    scores = structure_importance(bert4, encode(train.texts, bert4.preprocessor), train.labels, train.task,
+                                  batches=2)
+    assert [len(s) for s in scores["heads"]] == [4] * 4 and [len(s) for s in scores["neurons"]] == [64] * 4
+    plan = plan_by_importance(bert4, scores, head_fraction=0.5, neuron_fraction=0.5, min_neurons=8)
+    assert sum(len(h) for h in plan.heads.values()) == 8 and sum(len(n) for n in plan.neurons.values()) == 128
+    small = shrink(bert4, plan)
+    assert [s["num_heads"] for s in encoder_shapes(small)] == [len(plan.heads[i]) for i in range(4)]
+    assert all(s["head_dim"] == 8 for s in encoder_shapes(small))
+    assert small.count_params() < bert4.count_params()
+    # Reference: the original with the dropped heads' output rows and dropped neurons' rows zeroed.
+    for i, encoder in enumerate(encoder_layers(bert4)):
+        out = encoder._self_attention_layer._output_dense.kernel
+        w = np.asarray(out).copy()
+        w[[h for h in range(4) if h not in plan.heads[i]]] = 0
+        out.assign(w)
+        ffn = encoder._feedforward_output_dense.kernel
+        v = np.asarray(ffn).copy()
+        v[[n for n in range(64) if n not in plan.neurons[i]]] = 0
+        ffn.assign(v)
+    np.testing.assert_allclose(predict_logits(small, dev_features), predict_logits(bert4, dev_features), atol=1e-5)
+
+
+def test_importance_ranks_a_dead_head_last(bert4, demo_data):
+    train, _ = demo_data
+    encoder = encoder_layers(bert4)[1]
+    w = np.asarray(encoder._self_attention_layer._output_dense.kernel).copy()
+    w[2] = 0.0  # head 2 of layer 1 contributes nothing
+    encoder._self_attention_layer._output_dense.kernel.assign(w)
+    scores = structure_importance(bert4, encode(train.texts, bert4.preprocessor), train.labels, train.task,
+                                  batches=2)
+    assert scores["heads"][1][2] == 0.0
+    plan = plan_by_importance(bert4, scores, head_fraction=1 / 16)
+    assert plan.heads[1] == [0, 1, 3]
+
+
+def test_plans_respect_minimums(bert4):
+    scores = {"heads": [np.array([0.0, 0.0, 0.0, 1.0])] + [np.ones(4)] * 3, "neurons": [np.arange(64.0)] * 4}
+    plan = plan_by_importance(bert4, scores, head_fraction=0.9, neuron_fraction=0.0, min_heads=1)
+    assert all(len(h) >= 1 for h in plan.heads.values())
+    assert plan.heads[0] == [3]
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+        plan_by_importance(bert4, scores, head_fraction=1.0)
+
+
+def test_drop_layers_matches_running_the_kept_layers(bert4, dev_features):
+    small = shrink(bert4, plan_drop_layers(bert4, [2, 4]))
+    assert len(encoder_layers(small)) == 2
+    backbone = bert4.backbone
+    x = {k: v[:4] for k, v in dev_features.items()}
+    h = backbone.get_layer("embeddings_layer_norm")(backbone.get_layer("embeddings_add")((
+        backbone.get_layer("token_embedding")(x["token_ids"]),
+        backbone.get_layer("position_embedding")(backbone.get_layer("token_embedding")(x["token_ids"])),
+        backbone.get_layer("segment_embedding")(x["segment_ids"]))))
+    for i in (0, 2):
+        h = encoder_layers(bert4)[i](h, padding_mask=x["padding_mask"])
+    expected = bert4.output_dense(backbone.get_layer("pooled_dense")(h[:, 0, :]))
+    np.testing.assert_allclose(predict_logits(small, x), np.asarray(expected), atol=1e-5)
+    assert len(encoder_layers(shrink(bert4, plan_drop_layers(bert4)))) == 2  # every other: keeps 1 and 3
+
+
+def test_bad_layer_plans():
+    from tfbertopt.data.demo import demo_vocabulary
+    from tfbertopt.models import tiny_bert_classifier
+
+    clf = tiny_bert_classifier(demo_vocabulary(), num_layers=2, hidden_dim=16, intermediate_dim=32)
+    with pytest.raises(ValueError, match=r"\[3\] are not 1-based layer numbers of this 2-layer encoder"):
+        plan_drop_layers(clf, [3])
+    with pytest.raises(ValueError, match="would leave no encoder layer"):
+        plan_drop_layers(clf, [1, 2])
+    plan = full_plan(clf)
+    plan.heads[0] = []
+    with pytest.raises(ValueError, match="keeps no heads"):
+        shrink(clf, plan)
+
+
+def test_shrunk_model_saves_loads_trains_and_exports(bert4, demo_data, dev_features, tmp_path):
+    from tfbertopt.export.litert import export_litert
+    from tfbertopt.export.verify import verify_litert
+
+    plan = full_plan(bert4)
+    plan.heads = {0: [0], 1: [1, 2], 2: [0, 1, 2, 3], 3: [3]}
+    plan.neurons = {i: list(range(0, 64, i + 1)) for i in range(4)}
+    small = shrink(bert4, plan)
+    small.save(tmp_path / "small.keras")
+    loaded = load_model(tmp_path / "small.keras")
+    np.testing.assert_array_equal(predict_logits(loaded, dev_features), predict_logits(small, dev_features))
+    finetune(loaded, demo_data[0], epochs=1, batch_size=32, verbose=0)
+    result = export_litert(loaded, tmp_path / "small.tflite", sequence_length=16)
+    assert verify_litert(result.path, loaded, demo_data[1]).passed
+    # Kernel discovery sees the per-layer shapes, so every other method works on shrunk models too.
+    assert [r.shape for r in find_kernels(loaded, roles=["attention_query"])] == [
+        (32, 1, 8), (32, 2, 8), (32, 4, 8), (32, 1, 8)]
+
+
+def test_layerdrop_skips_layers_only_in_training(dev_features):
+    from tfbertopt.data.demo import demo_vocabulary
+    from tfbertopt.models import tiny_bert_classifier
+
+    bert4 = tiny_bert_classifier(demo_vocabulary(), num_layers=4, hidden_dim=32, num_heads=4, intermediate_dim=64,
+                                 sequence_length=16, seed=3, dropout=0.0)  # so only LayerDrop is random
+    assert len({tuple(np.asarray(bert4.backbone(dev_features, training=True)["pooled_output"]).ravel()[:4])
+                for _ in range(3)}) == 1
+    model = with_layerdrop(bert4, 0.5)
+    x = {k: v[:8] for k, v in dev_features.items()}
+    np.testing.assert_allclose(predict_logits(model, x), predict_logits(bert4, x), atol=1e-6)
+    backbone = model.backbone
+    outputs = {tuple(np.asarray(backbone(x, training=True)["pooled_output"]).round(4).ravel()[:4])
+               for _ in range(12)}
+    assert len(outputs) > 1  # different layers skipped on different calls
+    with pytest.raises(ValueError, match=r"layerdrop must be in \[0, 1\)"):
+        with_layerdrop(bert4, 1.0)
+
+
+def test_non_bert_families_get_a_clear_error():
+    import keras_hub
+
+    from tfbertopt.kernels import UnsupportedModelError
+
+    backbone = keras_hub.models.DistilBertBackbone(vocabulary_size=30, num_layers=1, num_heads=2, hidden_dim=8,
+                                                   intermediate_dim=16, max_sequence_length=16)
+    clf = keras_hub.models.DistilBertTextClassifier(backbone=backbone, num_classes=2, preprocessor=None)
+    with pytest.raises(UnsupportedModelError, match="support BERT backbones"):
+        shrink(clf, full_plan(clf))

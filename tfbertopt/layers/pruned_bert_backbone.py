@@ -1,0 +1,87 @@
+"""A BERT backbone whose layers may each have their own head count, head size and FFN width.
+
+It is BertBackbone's graph (token + position + segment embeddings, LayerNorm, encoder stack, tanh pooler on [CLS])
+with `PrunedTransformerEncoder` layers described by `layer_specs`, so structured pruning and layer dropping can
+produce a smaller ordinary Keras model that `BertTextClassifier` wraps, saves, loads, fine-tunes and exports.
+
+Example:
+
+>>> from tfbertopt.layers import PrunedBertBackbone
+>>> backbone = PrunedBertBackbone(vocabulary_size=30, hidden_dim=16, max_sequence_length=8,
+...     layer_specs=[{"num_heads": 2, "key_dim": 8, "intermediate_dim": 32},
+...                  {"num_heads": 1, "key_dim": 8, "intermediate_dim": 12}])
+>>> [l.num_heads for l in backbone.transformer_layers]
+[2, 1]
+"""
+
+from __future__ import annotations
+
+import keras
+from keras_hub.layers import PositionEmbedding
+from keras_hub.models import Backbone
+
+from tfbertopt.layers.pruned_transformer_encoder import PrunedTransformerEncoder
+
+
+def _gelu_approximate(x):
+    return keras.activations.gelu(x, approximate=True)
+
+
+@keras.saving.register_keras_serializable(package="tfbertopt")
+class PrunedBertBackbone(Backbone):
+    def __init__(self, vocabulary_size, hidden_dim, layer_specs, dropout=0.1, max_sequence_length=512,
+                 num_segments=2, layerdrop: float = 0.0, dtype=None, **kwargs):
+        if not layer_specs:
+            raise ValueError("layer_specs is empty: a backbone needs at least one encoder layer")
+        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.token_embedding = keras.layers.ReversibleEmbedding(
+            vocabulary_size, hidden_dim, embeddings_initializer=init, dtype=dtype, name="token_embedding")
+        self.position_embedding = PositionEmbedding(
+            sequence_length=max_sequence_length, initializer=init, dtype=dtype, name="position_embedding")
+        self.segment_embedding = keras.layers.Embedding(
+            num_segments, hidden_dim, embeddings_initializer=init, dtype=dtype, name="segment_embedding")
+        self.embeddings_add = keras.layers.Add(dtype=dtype, name="embeddings_add")
+        self.embeddings_layer_norm = keras.layers.LayerNormalization(
+            axis=-1, epsilon=1e-12, dtype=dtype, name="embeddings_layer_norm")
+        self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
+        self.transformer_layers = [
+            PrunedTransformerEncoder(
+                num_heads=spec["num_heads"], key_dim=spec["key_dim"], intermediate_dim=spec["intermediate_dim"],
+                activation=_gelu_approximate, dropout=dropout, layer_norm_epsilon=1e-12, kernel_initializer=init,
+                layerdrop=layerdrop, dtype=dtype, name=f"transformer_layer_{i}")
+            for i, spec in enumerate(layer_specs)
+        ]
+        self.pooled_dense = keras.layers.Dense(hidden_dim, kernel_initializer=init, activation="tanh", dtype=dtype,
+                                               name="pooled_dense")
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        segment_ids = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
+        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        tokens = self.token_embedding(token_ids)
+        x = self.embeddings_add((tokens, self.position_embedding(tokens), self.segment_embedding(segment_ids)))
+        x = self.embeddings_dropout(self.embeddings_layer_norm(x))
+        for layer in self.transformer_layers:
+            x = layer(x, padding_mask=padding_mask)
+        pooled = self.pooled_dense(x[:, 0, :])
+        super().__init__(
+            inputs={"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
+            outputs={"sequence_output": x, "pooled_output": pooled},
+            dtype=dtype,
+            **kwargs,
+        )
+        self.vocabulary_size, self.hidden_dim = vocabulary_size, hidden_dim
+        self.layer_specs = [dict(spec) for spec in layer_specs]
+        self.num_layers = len(layer_specs)
+        self.num_heads = max(spec["num_heads"] for spec in layer_specs)
+        self.intermediate_dim = max(spec["intermediate_dim"] for spec in layer_specs)
+        self.dropout, self.max_sequence_length = dropout, max_sequence_length
+        self.num_segments, self.layerdrop = num_segments, layerdrop
+        self.cls_token_index = 0
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "vocabulary_size": self.vocabulary_size, "hidden_dim": self.hidden_dim, "layer_specs": self.layer_specs,
+            "dropout": self.dropout, "max_sequence_length": self.max_sequence_length,
+            "num_segments": self.num_segments, "layerdrop": self.layerdrop,
+        })
+        return config

@@ -1,0 +1,84 @@
+"""A keras-hub TransformerEncoder whose head size is its own (not hidden/heads) and that supports LayerDrop.
+
+After structured pruning a layer may keep, say, 7 of 12 heads of size 32 in a 384-wide model: keras-hub's encoder
+would derive a head size of 384 // 7. This one takes `key_dim` explicitly. With `layerdrop > 0` the whole layer is
+skipped (its input passed through) with that probability per training batch (Fan et al. 2020); at inference it
+always runs.
+
+Example:
+
+>>> import numpy as np
+>>> from tfbertopt.layers import PrunedTransformerEncoder
+>>> layer = PrunedTransformerEncoder(num_heads=3, key_dim=8, intermediate_dim=20)
+>>> tuple(layer(np.zeros((2, 5, 16), "float32")).shape)
+(2, 5, 16)
+>>> tuple(layer._self_attention_layer._query_dense.kernel.shape)
+(16, 3, 8)
+"""
+
+from __future__ import annotations
+
+import keras
+from keras_hub.layers import TransformerEncoder
+
+
+@keras.saving.register_keras_serializable(package="tfbertopt")
+class PrunedTransformerEncoder(TransformerEncoder):
+    def __init__(self, intermediate_dim, num_heads, key_dim=None, layerdrop: float = 0.0, **kwargs):
+        super().__init__(intermediate_dim=intermediate_dim, num_heads=num_heads, **kwargs)
+        if not 0.0 <= layerdrop < 1.0:
+            raise ValueError(f"layerdrop must be in [0, 1), got {layerdrop}")
+        if num_heads < 1 or intermediate_dim < 1:
+            raise ValueError(f"a layer needs at least one head and one FFN neuron, got num_heads={num_heads}, "
+                             f"intermediate_dim={intermediate_dim}; drop the whole layer instead")
+        self.key_dim = key_dim
+        self.layerdrop = float(layerdrop)
+        self._layerdrop_seed = keras.random.SeedGenerator(0) if layerdrop else None
+
+    def build(self, inputs_shape):
+        if self.key_dim is None:
+            return super().build(inputs_shape)
+        # keras-hub's build() derives the head size from hidden // heads; this is the same build with our key_dim.
+        hidden_dim = inputs_shape[-1]
+
+        def init(initializer):
+            return keras.initializers.get(keras.initializers.serialize(initializer))
+
+        dense = dict(kernel_initializer=init(self.kernel_initializer), bias_initializer=init(self.bias_initializer),
+                     dtype=self.dtype_policy)
+        self._self_attention_layer = keras.layers.MultiHeadAttention(
+            num_heads=self.num_heads, key_dim=self.key_dim, dropout=self.dropout, output_shape=(hidden_dim,),
+            name="self_attention_layer", **dense)
+        self._self_attention_layer.build(query_shape=inputs_shape, value_shape=inputs_shape)
+        self._self_attention_layer_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="self_attention_layer_norm")
+        self._self_attention_layer_norm.build(inputs_shape)
+        self._self_attention_dropout = keras.layers.Dropout(
+            rate=self.dropout, dtype=self.dtype_policy, name="self_attention_dropout")
+        self._feedforward_layer_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="feedforward_layer_norm")
+        self._feedforward_layer_norm.build(inputs_shape)
+        self._feedforward_intermediate_dense = keras.layers.Dense(
+            self.intermediate_dim, activation=self.activation, name="feedforward_intermediate_dense", **dense)
+        self._feedforward_intermediate_dense.build(inputs_shape)
+        self._feedforward_output_dense = keras.layers.Dense(hidden_dim, name="feedforward_output_dense", **dense)
+        self._feedforward_output_dense.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
+        self._feedforward_dropout = keras.layers.Dropout(
+            rate=self.dropout, dtype=self.dtype_policy, name="feedforward_dropout")
+        self.built = True
+
+    def call(self, inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False):
+        outputs = super().call(inputs, padding_mask=padding_mask, attention_mask=attention_mask, training=training,
+                               return_attention_scores=return_attention_scores)
+        if not (training and self.layerdrop):
+            return outputs
+        drop = keras.random.uniform((), seed=self._layerdrop_seed) < self.layerdrop
+        if return_attention_scores:
+            x, scores = outputs
+            return keras.ops.where(drop, inputs, x), scores
+        return keras.ops.where(drop, inputs, outputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"key_dim": self.key_dim, "layerdrop": self.layerdrop})
+        return config
