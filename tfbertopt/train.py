@@ -106,9 +106,9 @@ class StepProgress(keras.callbacks.Callback):
 class DevMetrics(keras.callbacks.Callback):
     """Computes the GLUE metrics on the dev set after each epoch and logs them as `dev_<metric>`."""
 
-    def __init__(self, examples, features, batch_size: int = 64):
+    def __init__(self, examples, features, batch_size: int = 64, verbose: int = 1):
         super().__init__()
-        self.examples, self.features, self.batch_size = examples, features, batch_size
+        self.examples, self.features, self.batch_size, self.verbose = examples, features, batch_size, verbose
 
     def on_epoch_end(self, epoch, logs=None):
         logits = predict_logits(self.model, self.features, self.batch_size)
@@ -117,7 +117,8 @@ class DevMetrics(keras.callbacks.Callback):
         if logs is not None:
             logs.update({f"dev_{k}": v for k, v in scores.items()})
         logger.info("epoch %d dev %s", epoch + 1, scores)
-        print(f"epoch {epoch + 1}: dev " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()), flush=True)
+        if self.verbose:
+            print(f"epoch {epoch + 1}: dev " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()), flush=True)
 
 
 def finetune(
@@ -166,7 +167,7 @@ def finetune(
     if verbose == 2:
         cbs.append(StepProgress(steps, epochs, every=max(1, min(200, steps // 10))))
     if dev is not None:
-        cbs.append(DevMetrics(dev, encode(dev.texts, model.preprocessor)))
+        cbs.append(DevMetrics(dev, encode(dev.texts, model.preprocessor), verbose=int(verbose != 0)))
     if checkpoint_dir is not None:
         os.makedirs(checkpoint_dir, exist_ok=True)
         cbs.append(keras.callbacks.BackupAndRestore(os.path.join(str(checkpoint_dir), "backup")))
