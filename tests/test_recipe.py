@@ -23,7 +23,11 @@ def test_defaults_filled():
 
 @pytest.mark.parametrize("raw, message", [
     (_raw(stages=[{"finetune": {"epoch": 1}}]), "stages[0].finetune: unknown key 'epoch' (did you mean 'epochs'?)"),
-    (_raw(stages=[{"prune": {}}]), "stages[0]: unknown stage 'prune'"),
+    (_raw(stages=[{"prun": {}}]), "stages[0]: unknown stage 'prun' (did you mean 'prune'?)"),
+    (_raw(stages=[{"prune": {"final_sparsity": 1.0}}]), "stages[0].prune.final_sparsity: must be in [0, 1)"),
+    (_raw(stages=[{"prune": {"m_by_n": [4, 2]}}]), "stages[0].prune.m_by_n: expected [N, M] integers"),
+    (_raw(stages=[{"structured_prune": {"head_fraction": 1.5}}]), "head_fraction: must be in [0, 1)"),
+    (_raw(stages=[{"export": {}}, {"prune": {}}]), "'prune' comes after 'export'"),
     (_raw(stages=[{"finetune": {"epochs": "two"}}]), "stages[0].finetune.epochs: expected int, got str"),
     (_raw(stages=[{"finetune": {"epochs": 0}}]), "stages[0].finetune.epochs: must be >= 1"),
     (_raw(stages=[{"export": {"quantization": ["int4"]}}]), "stages[0].export.quantization: unknown 'int4'"),
@@ -57,6 +61,9 @@ def test_overrides_address_stages_by_name_and_index():
     assert recipe["data"]["max_dev_examples"] == 10
     with pytest.raises(RecipeError, match="has no stage 'prune'"):
         apply_override(_raw(), "stages.prune.final_sparsity=0.8")
+    raw = _raw(stages=[{"prune": {}}, "export"])
+    apply_override(raw, "stages.prune.final_sparsity=0.9")
+    assert parse_recipe(raw)["stages"][0]["prune"]["final_sparsity"] == 0.9
     with pytest.raises(RecipeError, match="expected KEY=VALUE"):
         apply_override(_raw(), "stages.finetune.epochs")
 

@@ -48,3 +48,25 @@ def test_missing_data_dir_fails_before_training(tmp_path):
     recipe = dict(RECIPE, model="minilm-l6", data={"dir": str(tmp_path / "nope")})
     with pytest.raises(FileNotFoundError, match="nope"):
         run_recipe(load_recipe(_write(tmp_path, recipe)), str(tmp_path / "out"))
+
+
+def test_pruning_stages_in_a_recipe(tmp_path):
+    from tfbertopt.kernels import encoder_shapes
+    from tfbertopt.saving import load_model
+
+    recipe = dict(RECIPE, stages=[
+        {"prune": {"final_sparsity": 0.5, "schedule": "constant", "max_steps": 4, "frequency": 2}},
+        {"layerdrop": {"rate": 0.2, "drop_layers": [2], "max_steps": 2}},
+        {"structured_prune": {"head_fraction": 0.5, "neuron_fraction": 0.25, "importance_batches": 2,
+                              "max_steps": 2}},
+        {"export": {"quantization": ["float32"]}},
+    ])
+    out = tmp_path / "out"
+    run = run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
+    state = json.loads((out / "state.json").read_text())["finished"]
+    assert state["00_prune"]["sparsity"] == pytest.approx(0.5)
+    assert state["01_layerdrop"]["plan"].startswith("layers 1/2")
+    assert encoder_shapes(run.model) == [{"hidden_dim": 64, "num_heads": 1, "head_dim": 32,
+                                          "intermediate_dim": 96}]
+    assert encoder_shapes(load_model(state["02_structured_prune"]["model"])) == encoder_shapes(run.model)
+    assert (out / "03_export" / "model_float32.tflite").exists()

@@ -25,7 +25,7 @@ Example:
 >>> parse_recipe({"name": "x", "model": "demo", "task": "sst2", "stages": [{"finetun": {}}]})
 Traceback (most recent call last):
 ...
-tfbertopt.recipe.RecipeError: stages[0]: unknown stage 'finetun' (did you mean 'finetune'?); known stages: finetune, export, benchmark
+tfbertopt.recipe.RecipeError: stages[0]: unknown stage 'finetun' (did you mean 'finetune'?); known stages: finetune, prune, structured_prune, layerdrop, export, benchmark
 """
 
 from __future__ import annotations
@@ -53,6 +53,38 @@ STAGES = {
         "warmup_fraction": (0.1, float, "share of steps spent warming up"),
         "max_steps": (None, int, "cap on steps per epoch"),
         "length_grouping": (20, int, "sort by length inside windows of N batches (1 = random batches)"),
+    },
+    "prune": {
+        "final_sparsity": (0.8, float, "target sparsity of the selected kernels"),
+        "initial_sparsity": (0.0, float, "sparsity at begin_step"),
+        "schedule": ("polynomial", ("polynomial", "constant"), "polynomial decay (GMP) or constant"),
+        "end_fraction": (0.7, float, "share of the stage's steps after which the sparsity stays at final"),
+        "frequency": (None, int, "steps between mask updates (default: 1/20 of the pruning span)"),
+        "m_by_n": (None, list, "[N, M], e.g. [2, 4]: N:M sparsity instead of magnitude ranking"),
+        "global_threshold": (False, bool, "one magnitude threshold across kernels"),
+        "roles": (["attention", "ffn"], list, "kernel roles to prune (see `tfbertopt kernels`)"),
+        "epochs": (1, int, "fine-tuning epochs while pruning"),
+        "batch_size": (32, int, "examples per step"),
+        "learning_rate": (3e-5, float, "peak AdamW learning rate"),
+        "max_steps": (None, int, "cap on steps per epoch"),
+    },
+    "structured_prune": {
+        "head_fraction": (0.5, float, "share of attention heads to remove (least important first, across layers)"),
+        "neuron_fraction": (0.5, float, "share of FFN neurons to remove"),
+        "drop_layers": (None, list, "1-based encoder layers to remove as well, e.g. [4, 6]"),
+        "importance_batches": (32, int, "batches used to score heads and neurons"),
+        "recovery_epochs": (1, int, "fine-tuning epochs after the shrink (0: none)"),
+        "batch_size": (32, int, "examples per step"),
+        "learning_rate": (3e-5, float, "peak AdamW learning rate of the recovery"),
+        "max_steps": (None, int, "cap on recovery steps per epoch"),
+    },
+    "layerdrop": {
+        "rate": (0.2, float, "probability of skipping each encoder layer per training batch"),
+        "drop_layers": ("every_other", None, "1-based layers to remove after training, or every_other"),
+        "epochs": (1, int, "fine-tuning epochs with LayerDrop"),
+        "batch_size": (32, int, "examples per step"),
+        "learning_rate": (3e-5, float, "peak AdamW learning rate"),
+        "max_steps": (None, int, "cap on steps per epoch"),
     },
     "export": {
         "quantization": (["float32", "float16", "dynamic"], list, "LiteRT variants: float32, float16, dynamic"),
@@ -87,6 +119,7 @@ DATA = {
     "demo_train_examples": (1024, int, "size of the synthetic demo training set"),
 }
 REQUIRED = ("name", "model", "task", "stages")
+TRAINING_STAGES = ("finetune", "prune", "structured_prune", "layerdrop")
 
 
 def _unknown(path: str, key: str, known) -> RecipeError:
@@ -101,6 +134,8 @@ def _check_value(path: str, value, kind):
     if isinstance(kind, tuple):
         if value not in kind:
             raise RecipeError(f"{path}: '{value}' is not one of {', '.join(map(str, kind))}")
+        return value
+    if kind is None:
         return value
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -145,8 +180,15 @@ def _parse_stage(i: int, stage) -> dict:
         for q in options["quantization"]:
             if q not in QUANTIZATION_CHOICES:
                 raise RecipeError(f"{path}.export.quantization: unknown '{q}'; choose from {QUANTIZATION_CHOICES}")
+    for key in ("final_sparsity", "initial_sparsity", "head_fraction", "neuron_fraction", "rate"):
+        if key in options and not 0.0 <= options[key] < 1.0:
+            raise RecipeError(f"{path}.{name}.{key}: must be in [0, 1), got {options[key]}")
+    if name == "prune" and options["m_by_n"] is not None:
+        nm = options["m_by_n"]
+        if len(nm) != 2 or not all(isinstance(v, int) for v in nm) or not 0 < nm[0] < nm[1]:
+            raise RecipeError(f"{path}.prune.m_by_n: expected [N, M] integers with 0 < N < M, got {nm}")
     for key in ("epochs", "batch_size", "latency_runs", "max_steps", "verify_examples", "sequence_length",
-                "length_grouping"):
+                "length_grouping", "importance_batches", "frequency"):
         if options.get(key) is not None and options[key] < 1:
             raise RecipeError(f"{path}.{name}.{key}: must be >= 1, got {options[key]}")
     return {name: options}
@@ -169,8 +211,11 @@ def parse_recipe(raw) -> dict:
     names = [next(iter(s)) for s in recipe["stages"]]
     if "benchmark" in names and "export" not in names[: names.index("benchmark")]:
         raise RecipeError("stages: 'benchmark' measures exported models, so an 'export' stage must come before it")
-    if len(set(names)) != len(names):
-        raise RecipeError(f"stages: each stage may appear once in this version, got {names}")
+    if "export" in names:
+        late = [n for n in names[names.index("export"):] if n in TRAINING_STAGES]
+        if late:
+            raise RecipeError(f"stages: '{late[0]}' comes after 'export', so its model would never be exported; "
+                              f"put training stages before export")
     return recipe
 
 

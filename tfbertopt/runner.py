@@ -126,6 +126,84 @@ def _stage_finetune(run: Run, options: dict, stage_dir: str, train, dev) -> dict
     return {"model": path, "history": logs}
 
 
+def _save_stage_model(run: Run, stage_dir: str, outputs: dict) -> dict:
+    path = os.path.join(stage_dir, "model.keras")
+    run.model.save(path)
+    outputs["model"] = path
+    from tfbertopt.kernels import count_params
+
+    outputs["params"] = count_params(run.model)
+    return outputs
+
+
+def _stage_prune(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
+    from tfbertopt.data.pipeline import steps_per_epoch
+    from tfbertopt.pruning import (ConstantSparsity, PolynomialDecay, PruningPolicy, UpdatePruningStep,
+                                   get_pruning, prune_low_magnitude, strip_pruning)
+    from tfbertopt.train import finetune
+
+    steps = steps_per_epoch(len(train), options["batch_size"])
+    if options["max_steps"]:
+        steps = min(steps, options["max_steps"])
+    total = steps * options["epochs"]
+    end = max(1, int(total * options["end_fraction"]))
+    frequency = options["frequency"] or max(1, end // 20)
+    if options["schedule"] == "constant":
+        schedule = ConstantSparsity(options["final_sparsity"], 0, frequency=frequency)
+    else:
+        schedule = PolynomialDecay(options["initial_sparsity"], options["final_sparsity"], 0, end,
+                                   frequency=frequency)
+    nm = tuple(options["m_by_n"]) if options["m_by_n"] else None
+    say(f"prune: {'N:M ' + str(nm) if nm else options['schedule']} to {options['final_sparsity']} over {end} "
+        f"of {total} steps, roles {options['roles']}")
+    prune_low_magnitude(run.model, schedule, PruningPolicy(roles=options["roles"]), sparsity_m_by_n=nm,
+                        global_threshold=options["global_threshold"])
+    finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
+             learning_rate=options["learning_rate"], max_steps=options["max_steps"], seed=run.recipe["seed"],
+             callbacks=[UpdatePruningStep()], verbose=2)
+    sparsities = get_pruning(run.model).sparsities()
+    overall = get_pruning(run.model).overall_sparsity()
+    strip_pruning(run.model)
+    say(f"prune: overall sparsity {overall:.4f}")
+    return _save_stage_model(run, stage_dir, {"sparsity": overall, "per_kernel": sparsities})
+
+
+def _stage_structured_prune(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
+    from tfbertopt.pruning.structured import plan_by_importance, plan_drop_layers, shrink, structure_importance
+    from tfbertopt.train import finetune
+
+    n = min(len(train), options["importance_batches"] * options["batch_size"])
+    features = encode(train.texts[:n], run.model.preprocessor)
+    scores = structure_importance(run.model, features, train.labels[:n], train.task,
+                                  batches=options["importance_batches"], batch_size=options["batch_size"])
+    plan = plan_by_importance(run.model, scores, options["head_fraction"], options["neuron_fraction"])
+    if options["drop_layers"]:
+        plan = plan_drop_layers(run.model, options["drop_layers"], plan)
+    say(f"structured_prune: keeping {plan.summary(run.model)}")
+    summary = plan.summary(run.model)
+    run.model = shrink(run.model, plan)
+    if options["recovery_epochs"]:
+        finetune(run.model, train, dev, epochs=options["recovery_epochs"], batch_size=options["batch_size"],
+                 learning_rate=options["learning_rate"], max_steps=options["max_steps"], seed=run.recipe["seed"],
+                 verbose=2)
+    return _save_stage_model(run, stage_dir, {"plan": summary})
+
+
+def _stage_layerdrop(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
+    from tfbertopt.pruning.structured import plan_drop_layers, shrink, with_layerdrop
+    from tfbertopt.train import finetune
+
+    say(f"layerdrop: fine-tuning with LayerDrop p={options['rate']}, then dropping {options['drop_layers']}")
+    run.model = with_layerdrop(run.model, options["rate"])
+    finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
+             learning_rate=options["learning_rate"], max_steps=options["max_steps"], seed=run.recipe["seed"],
+             verbose=2)
+    plan = plan_drop_layers(run.model, options["drop_layers"])
+    summary = plan.summary(run.model)
+    run.model = shrink(run.model, plan)
+    return _save_stage_model(run, stage_dir, {"plan": summary})
+
+
 def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
     from tfbertopt.export.litert import export_litert
 
@@ -197,7 +275,8 @@ def command_line() -> str:
         " ".join(shlex.quote(a) for a in sys.argv)
 
 
-STAGE_FUNCTIONS = {"finetune": _stage_finetune, "export": _stage_export, "benchmark": _stage_benchmark}
+STAGE_FUNCTIONS = {"finetune": _stage_finetune, "prune": _stage_prune, "structured_prune": _stage_structured_prune,
+                   "layerdrop": _stage_layerdrop, "export": _stage_export, "benchmark": _stage_benchmark}
 
 
 def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
