@@ -12,8 +12,8 @@ RECIPE = {
     "name": "t", "model": "demo", "task": "sst2", "sequence_length": 16,
     "data": {"source": "demo", "demo_train_examples": 128},
     "stages": [{"finetune": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}},
-               {"export": {"quantization": ["float32", "dynamic"]}},
-               {"benchmark": {"latency_runs": 2, "threads": [1], "verify_examples": 32}}],
+               {"export": {"quantization": ["float32", "dynamic"], "verify_examples": 32}},
+               {"benchmark": {"latency_runs": 2, "threads": [1]}}],
 }
 
 

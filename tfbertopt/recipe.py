@@ -89,14 +89,15 @@ STAGES = {
     "export": {
         "quantization": (["float32", "float16", "dynamic"], list, "LiteRT variants: float32, float16, dynamic"),
         "sequence_length": (None, int, "fixed input length (default: the recipe's sequence_length)"),
+        "verify_examples": (None, int, "verify each file on the first N dev examples (default: all)"),
+        "min_agreement": (0.995, float, "quantized exports must agree with Keras on this share of labels"),
+        "max_logit_diff": (1e-4, float, "float exports must match Keras logits this closely"),
+        "force": (False, bool, "write files that fail verification anyway (their report says FAILED)"),
     },
     "benchmark": {
         "results": (None, str, "also write the BENCHMARKS.md JSON here"),
         "latency_runs": (30, int, "timed LiteRT invocations per variant (median reported)"),
         "threads": ([2, 1], list, "LiteRT thread counts to time"),
-        "verify_examples": (None, int, "verify on the first N dev examples (default: all)"),
-        "min_agreement": (0.995, float, "quantized exports must agree with Keras on this share of labels"),
-        "max_logit_diff": (1e-4, float, "float exports must match Keras logits this closely"),
     },
 }
 QUANTIZATION_CHOICES = ("float32", "float16", "dynamic")

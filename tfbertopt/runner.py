@@ -205,16 +205,27 @@ def _stage_layerdrop(run: Run, options: dict, stage_dir: str, train, dev) -> dic
 
 
 def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
-    from tfbertopt.export.litert import export_litert
+    """Writes each LiteRT variant only after it agrees with the Keras model on dev data (see export_verified)."""
+    import dataclasses
+
+    from tfbertopt.export.verified import export_verified
+    from tfbertopt.train import predict_logits
 
     seq = options["sequence_length"] or run.recipe["sequence_length"]
+    examples = dev if options["verify_examples"] is None else dev.take(options["verify_examples"])
+    features = encode(examples.texts, run.model.preprocessor)
+    keras_logits = predict_logits(run.model, features)
     exports = []
     for q in options["quantization"]:
-        say(f"export: {q} LiteRT at sequence length {seq}")
-        result = export_litert(run.model, os.path.join(stage_dir, f"model_{q}.tflite"), q, seq)
-        say(f"export: {result.path} {result.size_mb:.1f} MB, ops {dict(result.ops)}")
+        say(f"export: {q} LiteRT at sequence length {seq}, verifying on {len(examples)} dev examples")
+        result, report = export_verified(
+            run.model, os.path.join(stage_dir, f"model_{q}.tflite"), examples, q, seq, force=options["force"],
+            features=features, keras_logits=keras_logits, max_logit_diff=options["max_logit_diff"],
+            min_agreement=options["min_agreement"])
+        say(f"export: {result.path} {result.size_mb:.1f} MB: {report.summary()}")
         exports.append({"path": result.path, "quantization": q, "size_bytes": result.size_bytes,
-                        "ops": dict(result.ops), "sequence_length": seq})
+                        "ops": dict(result.ops), "sequence_length": seq, "dev_examples": len(examples),
+                        "verification": dataclasses.asdict(report)})
     return {"exports": exports}
 
 
@@ -222,18 +233,14 @@ VARIANT_TAGS = {"float32": ["baseline", "teacher", "finetune"], "float16": ["flo
 
 
 def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
-    """Re-exports nothing: verifies and times the files the export stage wrote, beside the float32 baseline."""
+    """Times the files the export stage wrote (and verified), beside the float32 baseline, in one run."""
     from tfbertopt.bench import harness, latency
     from tfbertopt.export.litert import ExportResult
-    from tfbertopt.export.verify import verify_litert
+    from tfbertopt.export.verify import VerificationReport
     from tfbertopt.kernels import count_macs, count_params
-    from tfbertopt.train import predict_logits
 
     task = get_task(run.recipe["task"])
     exports = [e for out in run.state["finished"].values() for e in out.get("exports", [])]
-    examples = dev if options["verify_examples"] is None else dev.take(options["verify_examples"])
-    features = encode(examples.texts, run.model.preprocessor)
-    keras_logits = predict_logits(run.model, features)
     say("benchmark: measuring this machine's LiteRT int8 matmul peak")
     peak = latency.int8_peak_gmacs(num_threads=2)
     say(f"benchmark: int8 peak {peak:.0f} GMAC/s (2 threads)")
@@ -242,11 +249,7 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
     rows = []
     for e in exports:
         q = e["quantization"]
-        say(f"benchmark: verifying {q} on {len(examples)} dev examples")
-        report = verify_litert(e["path"], run.model, examples, quantized=q != "float32", features=features,
-                               keras_logits=keras_logits, max_logit_diff=options["max_logit_diff"],
-                               min_agreement=options["min_agreement"])
-        say(f"benchmark: {q}: {report.summary()}")
+        report = VerificationReport(**e["verification"])
         lat = {t: latency.litert_latency_ms(e["path"], num_threads=t, runs=options["latency_runs"])
                for t in options["threads"]}
         result = ExportResult(e["path"], q, e["size_bytes"], e["ops"], e["sequence_length"], ())
@@ -255,11 +258,11 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
                                  count_macs(run.model, e["sequence_length"]), params, peak, lat.get(2), lat.get(1))
         if q == base_variant:
             row["keras_examples_per_s"] = round(harness.keras_throughput(run.model, e["sequence_length"]), 2)
-        row["dev_examples"] = len(examples)
+        row["dev_examples"] = e["dev_examples"]
         rows.append(row)
         say(f"benchmark: {q}: {row['tflite_mb']} MB, {row['latency_ms']} ms (2 threads)")
     command = command_line()
-    extra = {"recipe": run.recipe.get("_path"), "data": examples.source}
+    extra = {"recipe": run.recipe.get("_path"), "data": dev.source}
     doc = harness.write_results(os.path.join(run.dir, "report.json"), run.recipe["name"], command, rows, peak,
                                 extra=extra)
     if options["results"]:

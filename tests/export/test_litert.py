@@ -109,3 +109,23 @@ def test_export_leaves_preprocessor_attached(tiny_classifier, tmp_path):
     export_litert(tiny_classifier, tmp_path / "m.tflite", sequence_length=16)
     assert tiny_classifier.preprocessor is pre
     assert op_counts(str(tmp_path / "m.tflite"))["FULLY_CONNECTED"] > 0
+
+
+def test_export_verified_refuses_a_failing_model_unless_forced(tiny_classifier, demo_data, tmp_path):
+    import json
+
+    from tfbertopt.export.verified import export_verified
+
+    _, dev = demo_data
+    result, report = export_verified(tiny_classifier, tmp_path / "ok.tflite", dev, sequence_length=16)
+    record = json.loads((tmp_path / "ok.tflite.json").read_text())
+    assert record["verification"]["passed"] is True and record["versions"]["tensorflow"]
+    assert record["ops"]["FULLY_CONNECTED"] > 0
+    # An impossible tolerance makes verification fail: nothing may be written.
+    with pytest.raises(VerificationError, match="refusing to write"):
+        export_verified(tiny_classifier, tmp_path / "bad.tflite", dev, sequence_length=16, max_logit_diff=-1.0)
+    assert not list(tmp_path.glob("bad.tflite*"))
+    _, forced = export_verified(tiny_classifier, tmp_path / "bad.tflite", dev, sequence_length=16,
+                                max_logit_diff=-1.0, force=True)
+    record = json.loads((tmp_path / "bad.tflite.json").read_text())
+    assert not forced.passed and record["verification"]["forced"] is True

@@ -1,0 +1,63 @@
+"""Export that refuses to ship a model which disagrees with Keras.
+
+`export_verified` writes the .tflite to a temporary name, verifies it on real examples, and only then moves it into
+place; a failed verification raises `VerificationError` and leaves no file, unless `force=True`, in which case the
+file is written and its report says FAILED. Every export gets a `<path>.json` report beside it: versions of
+tfbertopt, TensorFlow, Keras, keras-hub and LiteRT, the ops in the file, and the verification result.
+
+Example:
+
+>>> import os, tempfile
+>>> from tfbertopt.data.demo import demo_examples, demo_vocabulary
+>>> from tfbertopt.models import tiny_bert_classifier
+>>> from tfbertopt.export.verified import export_verified
+>>> clf = tiny_bert_classifier(demo_vocabulary(), sequence_length=16)
+>>> path = os.path.join(tempfile.mkdtemp(), "m.tflite")
+>>> result, report = export_verified(clf, path, demo_examples("dev", 16), sequence_length=16)
+>>> report.passed, os.path.exists(path + ".json")
+(True, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from tfbertopt.export.litert import export_litert
+from tfbertopt.export.verify import VerificationError, verify_litert
+
+
+def export_verified(model, path, examples, quantization: str = "float32", sequence_length: int | None = 128,
+                    force: bool = False, features=None, keras_logits=None, **tolerances):
+    """Exports, verifies against Keras on `examples`, and writes the file only if it passed (or `force`).
+
+    Returns (ExportResult, VerificationReport). `tolerances`: `max_logit_diff`, `min_agreement`.
+    """
+    from tfbertopt.bench.harness import versions
+
+    path = str(path)
+    staging = path + ".unverified"
+    result = export_litert(model, staging, quantization, sequence_length)
+    report = verify_litert(staging, model, examples, quantized=quantization != "float32", features=features,
+                           keras_logits=keras_logits, **tolerances)
+    record = {
+        "path": os.path.basename(path),
+        "quantization": quantization,
+        "sequence_length": sequence_length,
+        "size_bytes": result.size_bytes,
+        "ops": dict(result.ops),
+        "verification": {**dataclasses.asdict(report), "examples": examples.source, "forced": force and not
+                         report.passed},
+        "versions": versions(),
+    }
+    if not report.passed and not force:
+        os.remove(staging)
+        raise VerificationError(f"refusing to write {path}: {report.summary()}"
+                                + (f"; {report.nan_outputs} outputs are NaN" if report.nan_outputs else "")
+                                + ". Pass force=True to write it anyway (the report will say FAILED).")
+    os.replace(staging, path)
+    result.path = path
+    with open(path + ".json", "w") as f:
+        json.dump(record, f, indent=2)
+    return result, report
