@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
 
@@ -59,6 +60,13 @@ class MaskConstraint(keras.constraints.Constraint):
         return None
 
 
+def _variable_scope(variable):
+    """The distribution strategy scope a weight lives in (tf.distribute), so masks are mirrored like it."""
+    inner = getattr(variable, "value", variable)
+    strategy = getattr(inner, "distribute_strategy", None) or getattr(inner, "_distribute_strategy", None)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
 def _matrix_view(ref, w: np.ndarray) -> np.ndarray:
     """Kernel as (inputs, outputs): the attention output kernel (heads, head_dim, H) has two input axes."""
     if ref.role == "attention_output":
@@ -89,8 +97,9 @@ class Pruning:
                                      f"M={sparsity_m_by_n[1]}")
         self.masks = []
         for ref in self.refs:
-            mask = keras.Variable(np.ones(ref.shape, np.float32), trainable=False, dtype="float32",
-                                  name=ref.path.replace("/", "_") + "_mask")
+            with _variable_scope(ref.variable):
+                mask = keras.Variable(np.ones(ref.shape, np.float32), trainable=False, dtype="float32",
+                                      name=ref.path.replace("/", "_") + "_mask")
             self.masks.append(mask)
             ref.variable.constraint = MaskConstraint(mask)
         self.current_sparsity = 0.0
