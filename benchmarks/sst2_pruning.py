@@ -8,7 +8,8 @@ against Keras and timed at batch 1, sequence 128, 2 and 1 threads.
 
     python benchmarks/sst2_pruning.py --data-dir ../shared/data/glue
 
-Variants: baseline (teacher); gmp-50/70/80/90 (polynomial-decay magnitude pruning of attention + FFN kernels);
+Variants: baseline (teacher); continued (the teacher fine-tuned for the same budget without pruning: the control
+that separates the effect of pruning from that of more fine-tuning); gmp-50/70/80/90 (polynomial-decay magnitude pruning of attention + FFN kernels);
 nm-2:4; heads-ffn-50 (Michel importance, 50% of heads and FFN neurons removed, shrunk, recovered); drop-4-6
 (layers 4 and 6 of 6 dropped from the teacher); layerdrop-drop-4-6 (LayerDrop p=0.2 fine-tuning, then layers 4 and 6
 dropped: Sajjad et al. / Fan et al.). `train_step_ratio` = step time of the variant's fine-tuning / plain step time.
@@ -111,6 +112,12 @@ def main(argv=None) -> int:
     log("timing plain fine-tuning steps")
     plain_step = tune(load_model(args.teacher), steps=min(args.steps, 200))
     log(f"plain step {plain_step:.3f} s")
+
+    if not wanted or "continued" in wanted:
+        log("continued: the teacher fine-tuned for the same budget without pruning (the control for every row)")
+        model = load_model(args.teacher)
+        step = tune(model)
+        rows.append(measure(model, "continued", ["finetune"], {"train_step_ratio": round(step / plain_step, 3)}))
 
     for target in (0.5, 0.7, 0.8, 0.9):
         variant = f"gmp-{int(target * 100)}"

@@ -36,3 +36,21 @@ def test_latency_and_peak_are_positive(tiny_classifier, tmp_path):
 
 def test_keras_throughput(tiny_classifier):
     assert harness.keras_throughput(tiny_classifier, sequence_length=16, batch_size=4, batches=1) > 0
+
+
+def test_retime_rewrites_latencies_in_one_pass(tiny_classifier, tmp_path):
+    from tfbertopt.bench.retime import retime
+
+    export_litert(tiny_classifier, tmp_path / "base_float32.tflite", sequence_length=16)
+    export_litert(tiny_classifier, tmp_path / "small_dynamic.tflite", "dynamic", sequence_length=16)
+    rows = [{"task": "sst2", "variant": "base", "baseline": None, "quantization": "float32", "latency_ms": 999.0,
+             "macs": 1000, "tflite_mb": 2.0},
+            {"task": "sst2", "variant": "small", "baseline": "base", "quantization": "dynamic", "latency_ms": 1.0,
+             "macs": 1000, "tflite_mb": 1.0}]
+    harness.write_results(tmp_path / "r.json", "b", "cmd", rows, 100.0, extra={"teacher": "t"})
+    doc = retime(str(tmp_path / "r.json"), str(tmp_path), runs=3)
+    assert all(0 < r["latency_ms"] < 999 for r in doc["rows"])
+    assert doc["teacher"] == "t" and "retimed" in doc and doc["command"] == "cmd"
+    assert doc["rows"][1]["speedup"] == round(doc["rows"][0]["latency_ms"] / doc["rows"][1]["latency_ms"], 3)
+    with pytest.raises(FileNotFoundError, match="missing|no .tflite"):
+        retime(str(tmp_path / "r.json"), str(tmp_path / "elsewhere"))
