@@ -147,8 +147,9 @@ def test_layerdrop_skips_layers_only_in_training(dev_features):
     np.testing.assert_allclose(predict_logits(model, x), predict_logits(bert4, x), atol=1e-6)
     backbone = model.backbone
     outputs = {tuple(np.asarray(backbone(x, training=True)["pooled_output"]).round(4).ravel()[:4])
-               for _ in range(12)}
-    assert len(outputs) > 1  # different layers skipped on different calls
+               for _ in range(24)}
+    # Layers draw independently: far more than the two outcomes "all skipped" / "none skipped" of a shared draw.
+    assert len(outputs) > 4
     with pytest.raises(ValueError, match=r"layerdrop must be in \[0, 1\)"):
         with_layerdrop(bert4, 1.0)
 

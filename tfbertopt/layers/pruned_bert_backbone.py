@@ -48,7 +48,7 @@ class PrunedBertBackbone(Backbone):
             PrunedTransformerEncoder(
                 num_heads=spec["num_heads"], key_dim=spec["key_dim"], intermediate_dim=spec["intermediate_dim"],
                 activation=_gelu_approximate, dropout=dropout, layer_norm_epsilon=1e-12, kernel_initializer=init,
-                layerdrop=layerdrop, dtype=dtype, name=f"transformer_layer_{i}")
+                layerdrop=layerdrop, layerdrop_seed=1009 * (i + 1), dtype=dtype, name=f"transformer_layer_{i}")
             for i, spec in enumerate(layer_specs)
         ]
         self.pooled_dense = keras.layers.Dense(hidden_dim, kernel_initializer=init, activation="tanh", dtype=dtype,

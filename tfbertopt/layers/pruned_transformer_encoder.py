@@ -3,7 +3,7 @@
 After structured pruning a layer may keep, say, 7 of 12 heads of size 32 in a 384-wide model: keras-hub's encoder
 would derive a head size of 384 // 7. This one takes `key_dim` explicitly. With `layerdrop > 0` the whole layer is
 skipped (its input passed through) with that probability per training batch (Fan et al. 2020); at inference it
-always runs.
+always runs. Layers draw independently (give each its own `layerdrop_seed`).
 
 Example:
 
@@ -24,7 +24,8 @@ from keras_hub.layers import TransformerEncoder
 
 @keras.saving.register_keras_serializable(package="tfbertopt")
 class PrunedTransformerEncoder(TransformerEncoder):
-    def __init__(self, intermediate_dim, num_heads, key_dim=None, layerdrop: float = 0.0, **kwargs):
+    def __init__(self, intermediate_dim, num_heads, key_dim=None, layerdrop: float = 0.0, layerdrop_seed=None,
+                 **kwargs):
         super().__init__(intermediate_dim=intermediate_dim, num_heads=num_heads, **kwargs)
         if not 0.0 <= layerdrop < 1.0:
             raise ValueError(f"layerdrop must be in [0, 1), got {layerdrop}")
@@ -33,7 +34,9 @@ class PrunedTransformerEncoder(TransformerEncoder):
                              f"intermediate_dim={intermediate_dim}; drop the whole layer instead")
         self.key_dim = key_dim
         self.layerdrop = float(layerdrop)
-        self._layerdrop_seed = keras.random.SeedGenerator(0) if layerdrop else None
+        # Each layer needs its own seed: layers sharing one would all be skipped together.
+        self.layerdrop_seed = layerdrop_seed
+        self._layerdrop_seed = keras.random.SeedGenerator(layerdrop_seed) if layerdrop else None
 
     def build(self, inputs_shape):
         if self.key_dim is None:
@@ -80,5 +83,5 @@ class PrunedTransformerEncoder(TransformerEncoder):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"key_dim": self.key_dim, "layerdrop": self.layerdrop})
+        config.update({"key_dim": self.key_dim, "layerdrop": self.layerdrop, "layerdrop_seed": self.layerdrop_seed})
         return config
