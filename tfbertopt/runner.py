@@ -120,18 +120,16 @@ def _stage_finetune(run: Run, options: dict, stage_dir: str, train, dev) -> dict
                        length_grouping=options["length_grouping"],
                        checkpoint_dir=os.path.join(stage_dir, "checkpoints"), seed=run.recipe["seed"],
                        verbose=2)
-    path = os.path.join(stage_dir, "model.keras")
-    run.model.save(path)
     logs = {k: [float(x) for x in v] for k, v in history.history.items()}
-    return {"model": path, "history": logs}
+    return _save_stage_model(run, stage_dir, {"history": logs})
 
 
 def _save_stage_model(run: Run, stage_dir: str, outputs: dict) -> dict:
+    from tfbertopt.kernels import count_params
+
     path = os.path.join(stage_dir, "model.keras")
     run.model.save(path)
     outputs["model"] = path
-    from tfbertopt.kernels import count_params
-
     outputs["params"] = count_params(run.model)
     return outputs
 

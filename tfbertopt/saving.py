@@ -31,21 +31,18 @@ def load_model(path, compile: bool = True, safe_mode: bool = True):
     import keras_hub  # noqa: F401  (registers keras-hub classes)
     import tfbertopt.train  # noqa: F401  (registers the learning-rate schedule)
 
+    # Keras warns that it skipped compile() and the optimizer's variables: that is what is restored here.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*compile\\(\\)` was not called.*")
         warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
         model = keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
-    if not compile:
-        return model
-    with zipfile.ZipFile(path) as archive:
-        config = json.loads(archive.read("config.json"))
-    compile_config = config.get("compile_config")
-    optimizer = getattr(model, "optimizer", None)
-    restored = optimizer is not None and int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0
-    if compile_config and not restored:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*compile\\(\\)` was not called.*")
-            warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
+        if not compile:
+            return model
+        with zipfile.ZipFile(path) as archive:
+            compile_config = json.loads(archive.read("config.json")).get("compile_config")
+        optimizer = getattr(model, "optimizer", None)
+        restored = optimizer is not None and int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0
+        if compile_config and not restored:
             model.compile_from_config(compile_config)
             model.optimizer.build(model.trainable_variables)
             model.load_weights(path)
