@@ -129,3 +129,75 @@ def test_export_verified_refuses_a_failing_model_unless_forced(tiny_classifier, 
                                 max_logit_diff=-1.0, force=True)
     record = json.loads((tmp_path / "bad.tflite.json").read_text())
     assert not forced.passed and record["verification"]["forced"] is True
+
+
+def test_int8_full_integer_export_keeps_the_signature_and_agrees(tiny_classifier, demo_data, tmp_path):
+    """Full-integer PTQ of a tiny model trained a few steps: int8 FULLY_CONNECTED ops, int32 token inputs and float
+    outputs as before, and label agreement with Keras under the quantized criterion."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tfbertopt.train import finetune
+
+    train, dev = demo_data
+    finetune(tiny_classifier, train, epochs=1, batch_size=16, learning_rate=3e-3, max_steps=8, verbose=0)
+    result = export_litert(tiny_classifier, tmp_path / "m_int8.tflite", "int8", sequence_length=16,
+                           calibration=train, calibration_steps=32)
+    assert result.quantization == "int8" and result.op_report is not None
+    fc = result.op_report.counts["FULLY_CONNECTED"]
+    assert fc["int8"] >= 8 and fc["int8"] == result.ops["FULLY_CONNECTED"]
+    assert result.float_op_count == len(result.op_report.float_ops) < len(result.op_report.ops) // 4
+    assert not [op for op in result.ops if op.startswith("Flex")]
+    runner = Interpreter(model_path=result.path).get_signature_runner("serving_default")
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    assert {k: v["dtype"] for k, v in inputs.items()} == dict.fromkeys(("token_ids", "padding_mask", "segment_ids"),
+                                                                         np.int32)
+    assert all(tuple(v["shape"]) == (1, 16) for v in inputs.values())
+    assert {k: v["dtype"] for k, v in outputs.items()} == {"logits": np.float32, "probabilities": np.float32}
+    report = verify_litert(result.path, tiny_classifier, dev, quantized=True)
+    assert report.passed, report.summary()
+    assert result.size_bytes < export_litert(tiny_classifier, tmp_path / "f.tflite", sequence_length=16).size_bytes
+
+
+def test_int8_calibrates_from_a_feature_dict_of_another_length(tiny_classifier, demo_data, tmp_path):
+    train, _ = demo_data
+    features = encode(train.texts[:24], tiny_classifier.preprocessor)
+    wide = {k: np.pad(v, ((0, 0), (0, 8))) for k, v in features.items()}  # 24 columns; the export is 16
+    result = export_litert(tiny_classifier, tmp_path / "m_int8.tflite", "int8", sequence_length=16,
+                           calibration=wide)
+    assert result.op_report.counts["FULLY_CONNECTED"]["int8"] > 0
+
+
+@pytest.mark.parametrize("quantization", ["int8", "16x8"])
+def test_calibrated_modes_require_a_calibration_set(tiny_classifier, tmp_path, quantization):
+    with pytest.raises(ValueError, match=rf"quantization='{quantization}' needs a calibration set: pass "
+                                         r"calibration="):
+        export_litert(tiny_classifier, tmp_path / "m.tflite", quantization, sequence_length=16)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_int8_with_wrong_calibration_inputs_fails_before_converting(tiny_classifier, tmp_path):
+    bad = {"token_ids": np.zeros((4, 16), np.float32), "padding_mask": np.ones((4, 16), np.int32),
+           "segment_ids": np.zeros((4, 16), np.int32)}
+    with pytest.raises(ValueError, match="calibration input 'token_ids' has dtype float32"):
+        export_litert(tiny_classifier, tmp_path / "m.tflite", "int8", sequence_length=16, calibration=bad)
+    with pytest.raises(ValueError, match=r"lacks the model input\(s\) \['segment_ids'\]"):
+        export_litert(tiny_classifier, tmp_path / "m.tflite", "int8", sequence_length=16,
+                      calibration={k: v.astype(np.int32) for k, v in bad.items() if k != "segment_ids"})
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_16x8_is_refused_with_a_clear_export_error(tiny_classifier, demo_data, tmp_path):
+    """LiteRT's int16-activation quantizer (TF 2.21) asks for a calibrated range of the int32 token inputs that
+    keras' embedding lookup does index arithmetic on; the exporter says so instead of failing obscurely."""
+    train, _ = demo_data
+    with pytest.raises(ExportError, match=r"quantization='16x8' is not possible for this graph.*serving_default_"
+                                          r".*Use quantization='int8'"):
+        export_litert(tiny_classifier, tmp_path / "m_16x8.tflite", "16x8", sequence_length=16, calibration=train,
+                      calibration_steps=8)
+    assert not (tmp_path / "m_16x8.tflite").exists()
+
+
+def test_older_modes_have_no_op_report_and_ignore_calibration(tiny_classifier, demo_data, tmp_path):
+    train, _ = demo_data
+    result = export_litert(tiny_classifier, tmp_path / "m.tflite", "dynamic", sequence_length=16, calibration=train)
+    assert result.op_report is None and result.float_op_count is None

@@ -6,7 +6,27 @@ all-NaN file without any error (see the verifier, which catches that too).
 
 Signature `serving_default`: int32 inputs `token_ids`, `padding_mask` (1 = real token) and, where the model has
 them, `segment_ids`, of shape (1, sequence_length) or (None, None) when `sequence_length=None`; outputs `logits`
-and `probabilities` (softmax; for regression tasks both are the raw score).
+and `probabilities` (softmax; for regression tasks both are the raw score). Every quantization keeps this
+signature: inputs stay int32 and outputs float32.
+
+Quantizations:
+
+- "float32": no quantization.
+- "float16": fp16 weights, float32 computation.
+- "dynamic": dynamic-range int8 (int8 weights, float activations quantized on the fly inside matmuls).
+- "int8": full integer post-training quantization: int8 weights (per channel) and int8 activations whose ranges
+  come from a calibration set, builtin int8 kernels only (`TFLITE_BUILTINS_INT8`); the graph quantizes after the
+  embedding lookup and dequantizes before the float outputs. Ops the converter cannot run in int8 stay float
+  between DEQUANTIZE/QUANTIZE: `ExportResult.op_report` lists them.
+- "16x8": int16 activations with int8 weights (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`).
+  For keras-hub BERTs (TF 2.21) the int16 quantizer stops on the int32 index arithmetic that keras puts before
+  the embedding lookups (`where(ids < 0, ids + vocabulary_size, ids)`): it asks for a calibrated range of the
+  int32 `segment_ids`/`token_ids` inputs, which calibration never records for integer tensors. That raises
+  `ExportError` naming the mode rather than writing a half-quantized file.
+
+"int8" and "16x8" need `calibration=`: a feature dict from `tfbertopt.data.pipeline.encode` or GLUE `Examples`
+(tokenized with the model's preprocessor), of which `calibration_steps` examples (100 by default) are fed one at a
+time, padded to `sequence_length` (see `tfbertopt.export.calibration`).
 
 Example:
 
@@ -17,6 +37,12 @@ Example:
 >>> result = export_litert(clf, os.path.join(tempfile.mkdtemp(), "m.tflite"), quantization="dynamic",
 ...                        sequence_length=16)
 >>> "FULLY_CONNECTED" in result.ops
+True
+>>> from tfbertopt.data.demo import demo_examples
+>>> clf = tiny_bert_classifier(["good", "bad"], sequence_length=16)
+>>> int8 = export_litert(clf, os.path.join(tempfile.mkdtemp(), "m_int8.tflite"), quantization="int8",
+...                      sequence_length=16, calibration=demo_examples("train", 32))
+>>> int8.op_report.counts["FULLY_CONNECTED"]["int8"] > 0
 True
 """
 
@@ -36,7 +62,8 @@ from tfbertopt.data.pipeline import FEATURES, without_preprocessor
 
 logger = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("float32", "float16", "dynamic")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "16x8")
+CALIBRATED = ("int8", "16x8")
 
 
 class ExportError(RuntimeError):
@@ -51,10 +78,16 @@ class ExportResult:
     ops: collections.Counter
     sequence_length: int | None
     input_names: tuple
+    op_report: object | None = None  # tfbertopt.export.op_report.OpReport, for "int8" and "16x8"
 
     @property
     def size_mb(self) -> float:
         return self.size_bytes / 1e6
+
+    @property
+    def float_op_count(self) -> int | None:
+        """Ops left in float in a full-integer export (None for the other modes)."""
+        return None if self.op_report is None else self.op_report.float_op_count
 
 
 def model_input_names(model) -> tuple:
@@ -82,7 +115,7 @@ def _serving_function(model, input_names, num_classes):
     return serve
 
 
-def _convert(saved_model_dir, quantization):
+def _convert(saved_model_dir, quantization, representative_dataset=None):
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
@@ -92,9 +125,26 @@ def _convert(saved_model_dir, quantization):
         converter.target_spec.supported_types = [tf.float16]
     elif quantization == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization in CALIBRATED:
+        if representative_dataset is None:
+            raise ValueError(f"quantization='{quantization}' needs a representative dataset")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        # Inputs stay int32 token data and outputs float32 (the converter's defaults): the signature is unchanged.
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if quantization == "int8"
+            else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     try:
         return converter.convert()
     except Exception as e:  # the converter raises ConverterError with the unsupported ops in its text
+        empty_range = re.search(r"Empty min/max for tensor (\S+)", str(e))
+        if quantization == "16x8" and empty_range:
+            raise ExportError(
+                f"quantization='16x8' is not possible for this graph: LiteRT's int16-activation quantizer wants a "
+                f"calibrated range for the integer tensor {empty_range.group(1)} (the int32 index arithmetic in "
+                f"front of the embedding lookup), and calibration records ranges of float tensors only. "
+                f"Use quantization='int8' (full integer) or 'dynamic'."
+            ) from e
         ops = sorted(set(re.findall(r"\btf\.(\w+)", str(e))))
         if ops:
             raise ExportError(
@@ -118,23 +168,41 @@ def export_litert(
     path: str | os.PathLike,
     quantization: str = "float32",
     sequence_length: int | None = 128,
+    calibration=None,
+    calibration_steps: int = 100,
 ) -> ExportResult:
     """Writes `model` as a .tflite file with builtin ops only.
 
     Args:
       model: a keras-hub BERT-family classifier (its preprocessor is not exported: tokenize outside).
       path: output .tflite path.
-      quantization: "float32", "float16" (weights in fp16) or "dynamic" (dynamic-range int8 weights).
+      quantization: "float32", "float16" (weights in fp16), "dynamic" (dynamic-range int8 weights), "int8"
+        (full integer, calibrated) or "16x8" (int16 activations, int8 weights, calibrated).
       sequence_length: fixed input length with batch 1, or None for dynamic (batch, length).
+      calibration: for "int8"/"16x8": a feature dict from `encode` or GLUE `Examples` (ignored otherwise).
+      calibration_steps: how many calibration examples to use (a seeded sample when there are more).
 
     Raises:
       ExportError: a non-builtin (Flex/custom) op, or a failed conversion; the message names the ops.
-      ValueError: an unknown quantization.
+      ValueError: an unknown quantization, or a missing/malformed calibration set for "int8"/"16x8".
     """
     import tensorflow as tf
 
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization '{quantization}'; choose one of {QUANTIZATIONS}")
+    if quantization in CALIBRATED and calibration is None:
+        raise ValueError(f"quantization='{quantization}' needs a calibration set: pass calibration= a feature dict "
+                         f"from tfbertopt.data.pipeline.encode or GLUE Examples (e.g. 100 training examples)")
+    representative = None
+    if quantization in CALIBRATED:
+        from tfbertopt.export.calibration import calibration_features, representative_dataset
+
+        with without_preprocessor(model):
+            names = model_input_names(model)
+        features = calibration_features(calibration, model, names, sequence_length, calibration_steps)
+        representative = representative_dataset(features, names, sequence_length)
+    elif calibration is not None:
+        logger.info("calibration= is only used by %s; ignored for quantization='%s'", CALIBRATED, quantization)
     with without_preprocessor(model):
         input_names = model_input_names(model)
         num_classes = int(model.output.shape[-1]) if hasattr(model, "output") else model.num_classes
@@ -146,7 +214,7 @@ def export_litert(
                              input_signature=signature)
         with tempfile.TemporaryDirectory() as tmp:
             archive.write_out(tmp, verbose=False)
-            flatbuffer = _convert(tmp, quantization)
+            flatbuffer = _convert(tmp, quantization, representative)
     ops = op_counts(flatbuffer)
     foreign = sorted(op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE"))
     if foreign:
@@ -155,4 +223,10 @@ def export_litert(
     with open(path, "wb") as f:
         f.write(flatbuffer)
     logger.info("wrote %s (%s, %.1f MB)", path, quantization, len(flatbuffer) / 1e6)
-    return ExportResult(str(path), quantization, len(flatbuffer), ops, sequence_length, input_names)
+    report = None
+    if quantization in CALIBRATED:
+        from tfbertopt.export.op_report import op_report
+
+        report = op_report(path)
+        logger.info("%s: %d of %d ops stayed float", path, report.float_op_count, len(report.ops))
+    return ExportResult(str(path), quantization, len(flatbuffer), ops, sequence_length, input_names, report)
