@@ -58,3 +58,36 @@ def test_encode_rejects_mixed_segments(tiny_classifier):
         encode([("a",), ("a", "b")], tiny_classifier.preprocessor)
     with pytest.raises(ValueError, match="no examples"):
         encode([], tiny_classifier.preprocessor)
+
+
+def test_finetune_with_a_teacher_distils_into_the_student(tiny_classifier):
+    """`finetune(..., teacher=)` trains the student through a Distiller: the teacher stays bit-identical, the
+    loss terms are logged, and the student's KL to the teacher falls."""
+    from tfbertopt.data.demo import demo_examples, demo_vocabulary
+    from tfbertopt.distillation import DistillationConfig, kl_with_temperature
+    from tfbertopt.models import tiny_bert_classifier
+    from tfbertopt.train import predict_logits
+
+    train, dev = demo_examples("train", 256), demo_examples("dev", 64)
+    finetune(tiny_classifier, train, epochs=2, batch_size=16, learning_rate=3e-3, length_grouping=1, verbose=0)
+    teacher_weights = [np.array(w) for w in tiny_classifier.get_weights()]
+    student = tiny_bert_classifier(demo_vocabulary(), num_layers=1, seed=3)
+    features = encode(dev.texts, student.preprocessor)
+
+    def kl():
+        return float(kl_with_temperature(predict_logits(student, features),
+                                         predict_logits(tiny_classifier, features), 1.0))
+
+    before = kl()
+    history = finetune(student, train, dev, epochs=2, batch_size=16, learning_rate=3e-3, length_grouping=1,
+                       verbose=0, teacher=tiny_classifier,
+                       distillation=DistillationConfig(hard_label_weight=0.0, logits="kl", logits_weight=1.0))
+    assert kl() < 0.5 * before
+    assert "kd_logits_loss" in history.history and "dev_accuracy" in history.history
+    for a, b in zip(teacher_weights, tiny_classifier.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_distillation_options_without_a_teacher_are_an_error(tiny_classifier, demo_data):
+    with pytest.raises(ValueError, match="without a teacher"):
+        finetune(tiny_classifier, demo_data[0], distillation={"logits": "kl"}, max_steps=1, verbose=0)

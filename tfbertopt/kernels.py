@@ -18,6 +18,9 @@ Roles:
 | classifier_hidden | Dense (RoBERTa/DistilBERT heads) | kernel | (H, H) |
 | classifier | Dense | kernel | (H, classes) |
 
+A low-rank (factorized) projection yields two refs of its role, `part="factor_in"` and `part="factor_out"`;
+`kernel_shape(layer)` gives the dense shape either kind stands for.
+
 Example:
 
 >>> from tfbertopt.models import tiny_bert_classifier
@@ -58,6 +61,7 @@ class KernelRef:
     layer_index: int | None
     layer: keras.layers.Layer
     variable: keras.Variable
+    part: str | None = None
 
     @property
     def path(self) -> str:
@@ -120,7 +124,11 @@ def _encoder_refs(index: int, encoder) -> Iterable[KernelRef]:
         ("ffn_output", encoder._feedforward_output_dense),
     ]
     for role, layer in parts:
-        yield KernelRef(role, index, layer, layer.kernel)
+        if hasattr(layer, "factor_in"):
+            yield KernelRef(role, index, layer, layer.factor_in, "factor_in")
+            yield KernelRef(role, index, layer, layer.factor_out, "factor_out")
+        else:
+            yield KernelRef(role, index, layer, layer.kernel)
     yield KernelRef("attention_layer_norm", index, encoder._self_attention_layer_norm,
                     encoder._self_attention_layer_norm.gamma)
     yield KernelRef("ffn_layer_norm", index, encoder._feedforward_layer_norm, encoder._feedforward_layer_norm.gamma)
@@ -235,30 +243,45 @@ def encoder_shapes(model) -> list[dict]:
     """Per encoder layer: hidden size, heads, head size and FFN width (these may differ after shrinking)."""
     shapes = []
     for encoder in encoder_layers(model):
-        q = encoder._self_attention_layer._query_dense.kernel.shape
-        ffn = encoder._feedforward_intermediate_dense.kernel.shape
+        q = kernel_shape(encoder._self_attention_layer._query_dense)
+        ffn = kernel_shape(encoder._feedforward_intermediate_dense)
         shapes.append({"hidden_dim": int(q[0]), "num_heads": int(q[1]), "head_dim": int(q[2]),
                        "intermediate_dim": int(ffn[1])})
     return shapes
+
+
+def kernel_shape(layer) -> tuple:
+    """The dense kernel shape of a Dense/EinsumDense, or the one a `LowRankEinsumDense` factorizes."""
+    shape = getattr(layer, "kernel_shape", None)
+    return tuple(int(d) for d in (shape if shape is not None else layer.kernel.shape))
+
+
+def encoder_call_counts(model) -> list[int]:
+    """How many times the backbone calls each of `encoder_layers(model)` in one forward pass (1 each, except
+    for shared layers: ALBERT's groups, or `PrunedBertBackbone` specs with `shared_with`)."""
+    backbone = get_backbone(model)
+    encoders = encoder_layers(model)
+    order = getattr(backbone, "encoder_call_order", None)
+    if order is not None:
+        return [order.count(i) for i in range(len(encoders))]
+    repeats = getattr(backbone, "num_layers", None)
+    return [max(1, (repeats or len(encoders)) // len(encoders))] * len(encoders)
 
 
 def count_macs(model, sequence_length: int = 128) -> int:
     """Multiply-accumulates of one forward pass over one sequence (dense kernels + attention matmuls).
 
     Token-wise dense kernels count `sequence_length * kernel.size`; the pooler and classifier act on one
-    token; attention scores and the weighted sum count `2 * S^2 * heads * head_dim` per layer. ALBERT's shared
-    layer counts once per repetition. Embedding lookups and LayerNorms are not MACs.
+    token; attention scores and the weighted sum count `2 * S^2 * heads * head_dim` per layer. A shared layer
+    (ALBERT, or cross-layer sharing) counts once per call; a low-rank projection counts both factors. Embedding lookups and LayerNorms are not MACs.
     """
-    backbone = get_backbone(model)
-    repeats = getattr(backbone, "num_layers", None)
-    encoders = encoder_layers(model)
-    per_encoder = max(1, (repeats or len(encoders)) // len(encoders))
+    calls = encoder_call_counts(model)
     macs = 0
     for ref in find_kernels(model, roles=ENCODER_DENSE_ROLES + ("embedding_projection",)):
-        times = per_encoder if ref.layer_index is not None else 1
+        times = calls[ref.layer_index] if ref.layer_index is not None else 1
         macs += sequence_length * ref.size * times
-    for shape in encoder_shapes(model):
-        macs += 2 * sequence_length * sequence_length * shape["num_heads"] * shape["head_dim"] * per_encoder
+    for shape, times in zip(encoder_shapes(model), calls):
+        macs += 2 * sequence_length * sequence_length * shape["num_heads"] * shape["head_dim"] * times
     for ref in find_kernels(model, roles=HEAD_ROLES):
         macs += ref.size
     return int(macs)

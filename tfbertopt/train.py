@@ -104,14 +104,18 @@ class StepProgress(keras.callbacks.Callback):
 
 
 class DevMetrics(keras.callbacks.Callback):
-    """Computes the GLUE metrics on the dev set after each epoch and logs them as `dev_<metric>`."""
+    """Computes the GLUE metrics on the dev set after each epoch and logs them as `dev_<metric>`.
 
-    def __init__(self, examples, features, batch_size: int = 64, verbose: int = 1):
+    `model` is the classifier to score (default: the model being fitted; a `Distiller` passes its student)."""
+
+    def __init__(self, examples, features, batch_size: int = 64, verbose: int = 1, model=None):
         super().__init__()
         self.examples, self.features, self.batch_size, self.verbose = examples, features, batch_size, verbose
+        self.scored = model
 
     def on_epoch_end(self, epoch, logs=None):
-        logits = predict_logits(self.model, self.features, self.batch_size)
+        logits = predict_logits(self.scored if self.scored is not None else self.model, self.features,
+                                self.batch_size)
         scores = metrics_lib.compute_metrics(
             self.examples.task, self.examples.labels, predictions_from_logits(self.examples.task, logits))
         if logs is not None:
@@ -136,6 +140,9 @@ def finetune(
     max_steps: int | None = None,
     length_grouping: int = 20,
     verbose: int | str = "auto",
+    teacher=None,
+    distillation=None,
+    teacher_weights=None,
 ):
     """Fine-tunes a keras-hub classifier on GLUE `Examples` with AdamW and BERT's warm-up/linear-decay schedule.
 
@@ -143,6 +150,11 @@ def finetune(
     With `checkpoint_dir`, weights are written after each epoch and `BackupAndRestore` resumes a stopped run at
     the epoch where it stopped. `length_grouping` sorts examples by length inside windows of that many batches
     (1 = plain random batches): larger windows pad less but make batches more alike. Returns the Keras `History` (dev metrics logged as `dev_<name>`).
+
+    With `teacher` (a classifier or a list), the model is trained as the student of a
+    `tfbertopt.distillation.Distiller` with `distillation` (a `DistillationConfig` or its dict; default 0.5 hard
+    labels + 0.5 KL at T=2) and `teacher_weights`; the same optimizer, schedule, batches and callbacks apply, and
+    the history also logs every loss term (`hard_loss`, `kd_logits_loss`, ...).
     """
     task = train.task
     keras.utils.set_random_seed(seed)
@@ -159,22 +171,31 @@ def finetune(
         global_clipnorm=1.0,
     )
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    model.compile(optimizer=optimizer, loss=loss_for(task),
-                  metrics=[] if task.is_regression else ["accuracy"])
+    metrics = [] if task.is_regression else ["accuracy"]
+    if teacher is not None:
+        from tfbertopt.distillation import Distiller
+
+        fit_model = Distiller(model, teacher, distillation, teacher_weights=teacher_weights)
+        fit_model.compile(optimizer=optimizer, loss=loss_for(task), metrics=metrics)
+    else:
+        if distillation is not None:
+            raise ValueError("distillation options were given without a teacher; pass teacher=...")
+        fit_model = model
+        model.compile(optimizer=optimizer, loss=loss_for(task), metrics=metrics)
     train_ds = make_dataset(train_features, train.labels, batch_size, shuffle=True, seed=seed,
                             repeat_epochs=epochs + 1, sort_window=length_grouping)
     cbs = list(callbacks or [])
     if verbose == 2:
         cbs.append(StepProgress(steps, epochs, every=max(1, min(200, steps // 10))))
     if dev is not None:
-        cbs.append(DevMetrics(dev, encode(dev.texts, model.preprocessor), verbose=int(verbose != 0)))
+        cbs.append(DevMetrics(dev, encode(dev.texts, model.preprocessor), verbose=int(verbose != 0), model=model))
     if checkpoint_dir is not None:
         os.makedirs(checkpoint_dir, exist_ok=True)
         cbs.append(keras.callbacks.BackupAndRestore(os.path.join(str(checkpoint_dir), "backup")))
         cbs.append(keras.callbacks.ModelCheckpoint(
             os.path.join(str(checkpoint_dir), "epoch_{epoch:02d}.weights.h5"), save_weights_only=True))
     with without_preprocessor(model):
-        history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=cbs, verbose=verbose,
+        history = fit_model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=cbs, verbose=verbose,
                             shuffle=False)  # batches are already shuffled by make_dataset
     history.history["train_seconds"] = [time.time() - started]
     return history

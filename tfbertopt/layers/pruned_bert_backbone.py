@@ -4,6 +4,11 @@ It is BertBackbone's graph (token + position + segment embeddings, LayerNorm, en
 with `PrunedTransformerEncoder` layers described by `layer_specs`, so structured pruning and layer dropping can
 produce a smaller ordinary Keras model that `BertTextClassifier` wraps, saves, loads, fine-tunes and exports.
 
+Factorization and sharing use the same backbone: a spec's `ranks` (kernel role -> rank) makes those projections
+low-rank; a spec's `shared_with: j` makes layer i call layer j's encoder object again (ALBERT's cross-layer
+sharing: the weights exist once); `embedding_dim=E` < `hidden_dim` factorizes the token embedding into a V x E
+table and an E x H `embedding_projection` (ALBERT's factorized embedding; position and segment embeddings stay H).
+
 Example:
 
 >>> from tfbertopt.layers import PrunedBertBackbone
@@ -12,6 +17,11 @@ Example:
 ...                  {"num_heads": 1, "key_dim": 8, "intermediate_dim": 12}])
 >>> [l.num_heads for l in backbone.transformer_layers]
 [2, 1]
+>>> shared = PrunedBertBackbone(vocabulary_size=30, hidden_dim=16, max_sequence_length=8, embedding_dim=4,
+...     layer_specs=[{"num_heads": 2, "key_dim": 8, "intermediate_dim": 32},
+...                  {"num_heads": 2, "key_dim": 8, "intermediate_dim": 32, "shared_with": 0}])
+>>> len(shared.transformer_layers), shared.encoder_call_order
+(1, [0, 0])
 """
 
 from __future__ import annotations
@@ -30,12 +40,20 @@ def _gelu_approximate(x):
 @keras.saving.register_keras_serializable(package="tfbertopt")
 class PrunedBertBackbone(Backbone):
     def __init__(self, vocabulary_size, hidden_dim, layer_specs, dropout=0.1, max_sequence_length=512,
-                 num_segments=2, layerdrop: float = 0.0, dtype=None, **kwargs):
+                 num_segments=2, layerdrop: float = 0.0, embedding_dim=None, dtype=None, **kwargs):
         if not layer_specs:
             raise ValueError("layer_specs is empty: a backbone needs at least one encoder layer")
+        order = _call_order(layer_specs)
         init = keras.initializers.TruncatedNormal(stddev=0.02)
+        if embedding_dim is not None and not 1 <= embedding_dim <= hidden_dim:
+            raise ValueError(f"embedding_dim must be in [1, hidden_dim={hidden_dim}], got {embedding_dim}")
+        factorized = embedding_dim is not None and embedding_dim != hidden_dim
         self.token_embedding = keras.layers.ReversibleEmbedding(
-            vocabulary_size, hidden_dim, embeddings_initializer=init, dtype=dtype, name="token_embedding")
+            vocabulary_size, embedding_dim if factorized else hidden_dim, embeddings_initializer=init, dtype=dtype,
+            name="token_embedding")
+        self.embedding_projection = keras.layers.Dense(
+            hidden_dim, use_bias=False, kernel_initializer=init, dtype=dtype,
+            name="embedding_projection") if factorized else None
         self.position_embedding = PositionEmbedding(
             sequence_length=max_sequence_length, initializer=init, dtype=dtype, name="position_embedding")
         self.segment_embedding = keras.layers.Embedding(
@@ -48,19 +66,24 @@ class PrunedBertBackbone(Backbone):
             PrunedTransformerEncoder(
                 num_heads=spec["num_heads"], key_dim=spec["key_dim"], intermediate_dim=spec["intermediate_dim"],
                 activation=_gelu_approximate, dropout=dropout, layer_norm_epsilon=1e-12, kernel_initializer=init,
-                layerdrop=layerdrop, layerdrop_seed=1009 * (i + 1), dtype=dtype, name=f"transformer_layer_{i}")
-            for i, spec in enumerate(layer_specs)
+                layerdrop=layerdrop, layerdrop_seed=1009 * (i + 1), ranks=spec.get("ranks"), dtype=dtype,
+                name=f"transformer_layer_{i}")
+            for i, spec in enumerate(layer_specs) if spec.get("shared_with") is None
         ]
+        # Unique encoder objects in call order: a shared layer is called again, its weights stored once.
+        self.encoder_call_order = order
         self.pooled_dense = keras.layers.Dense(hidden_dim, kernel_initializer=init, activation="tanh", dtype=dtype,
                                                name="pooled_dense")
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
         segment_ids = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
         padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
         tokens = self.token_embedding(token_ids)
+        if self.embedding_projection is not None:
+            tokens = self.embedding_projection(tokens)
         x = self.embeddings_add((tokens, self.position_embedding(tokens), self.segment_embedding(segment_ids)))
         x = self.embeddings_dropout(self.embeddings_layer_norm(x))
-        for layer in self.transformer_layers:
-            x = layer(x, padding_mask=padding_mask)
+        for index in order:
+            x = self.transformer_layers[index](x, padding_mask=padding_mask)
         pooled = self.pooled_dense(x[:, 0, :])
         super().__init__(
             inputs={"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
@@ -75,6 +98,7 @@ class PrunedBertBackbone(Backbone):
         self.intermediate_dim = max(spec["intermediate_dim"] for spec in layer_specs)
         self.dropout, self.max_sequence_length = dropout, max_sequence_length
         self.num_segments, self.layerdrop = num_segments, layerdrop
+        self.embedding_dim = embedding_dim
         self.cls_token_index = 0
 
     def get_config(self):
@@ -82,6 +106,28 @@ class PrunedBertBackbone(Backbone):
         config.update({
             "vocabulary_size": self.vocabulary_size, "hidden_dim": self.hidden_dim, "layer_specs": self.layer_specs,
             "dropout": self.dropout, "max_sequence_length": self.max_sequence_length,
-            "num_segments": self.num_segments, "layerdrop": self.layerdrop,
+            "num_segments": self.num_segments, "layerdrop": self.layerdrop, "embedding_dim": self.embedding_dim,
         })
         return config
+
+
+def _call_order(layer_specs) -> list[int]:
+    """For each encoder position, the index of the unique encoder object it calls (`shared_with` = an earlier
+    position whose layer it reuses, with the same shape)."""
+    unique_of, order, n_unique = {}, [], 0
+    for i, spec in enumerate(layer_specs):
+        j = spec.get("shared_with")
+        if j is None:
+            unique_of[i], n_unique = n_unique, n_unique + 1
+        else:
+            if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < i:
+                raise ValueError(f"layer {i}: shared_with must be an earlier layer index (0..{i - 1}), got {j!r}")
+            keys = ("num_heads", "key_dim", "intermediate_dim", "ranks")
+            if any(spec.get(k) != layer_specs[j].get(k) for k in keys):
+                raise ValueError(f"layer {i} cannot share layer {j}'s weights: their shapes differ "
+                                 f"({ {k: spec.get(k) for k in keys} } vs { {k: layer_specs[j].get(k) for k in keys} })")
+            while layer_specs[j].get("shared_with") is not None:
+                j = layer_specs[j]["shared_with"]
+            unique_of[i] = unique_of[j]
+        order.append(unique_of[i])
+    return order

@@ -3,7 +3,9 @@
 After structured pruning a layer may keep, say, 7 of 12 heads of size 32 in a 384-wide model: keras-hub's encoder
 would derive a head size of 384 // 7. This one takes `key_dim` explicitly. With `layerdrop > 0` the whole layer is
 skipped (its input passed through) with that probability per training batch (Fan et al. 2020); at inference it
-always runs. Layers draw independently (give each its own `layerdrop_seed`).
+always runs. Layers draw independently (give each its own `layerdrop_seed`). `ranks` (kernel role -> rank, roles
+as in `tfbertopt.kernels`: attention_query/key/value/output, ffn_intermediate/output) makes those projections
+`LowRankEinsumDense` factor pairs (low-rank factorization).
 
 Example:
 
@@ -21,11 +23,18 @@ from __future__ import annotations
 import keras
 from keras_hub.layers import TransformerEncoder
 
+from tfbertopt.layers.low_rank_einsum_dense import LowRankEinsumDense
+from tfbertopt.layers.low_rank_multi_head_attention import LowRankMultiHeadAttention
+
+ATTENTION_RANK_ROLES = {"attention_query": "query", "attention_key": "key", "attention_value": "value",
+                        "attention_output": "attention_output"}
+FFN_RANK_ROLES = ("ffn_intermediate", "ffn_output")
+
 
 @keras.saving.register_keras_serializable(package="tfbertopt")
 class PrunedTransformerEncoder(TransformerEncoder):
     def __init__(self, intermediate_dim, num_heads, key_dim=None, layerdrop: float = 0.0, layerdrop_seed=None,
-                 **kwargs):
+                 ranks=None, **kwargs):
         super().__init__(intermediate_dim=intermediate_dim, num_heads=num_heads, **kwargs)
         if not 0.0 <= layerdrop < 1.0:
             raise ValueError(f"layerdrop must be in [0, 1), got {layerdrop}")
@@ -33,24 +42,33 @@ class PrunedTransformerEncoder(TransformerEncoder):
             raise ValueError(f"a layer needs at least one head and one FFN neuron, got num_heads={num_heads}, "
                              f"intermediate_dim={intermediate_dim}; drop the whole layer instead")
         self.key_dim = key_dim
+        ranks = {k: v for k, v in dict(ranks or {}).items() if v is not None}
+        unknown = sorted(set(ranks) - set(ATTENTION_RANK_ROLES) - set(FFN_RANK_ROLES))
+        if unknown:
+            raise ValueError(f"ranks names unknown roles {unknown}; choose from "
+                             f"{list(ATTENTION_RANK_ROLES) + list(FFN_RANK_ROLES)}")
+        self.ranks = {k: int(v) for k, v in ranks.items()}
         self.layerdrop = float(layerdrop)
         # Each layer needs its own seed: layers sharing one would all be skipped together.
         self.layerdrop_seed = layerdrop_seed
         self._layerdrop_seed = keras.random.SeedGenerator(layerdrop_seed) if layerdrop else None
 
     def build(self, inputs_shape):
-        if self.key_dim is None:
+        if self.key_dim is None and not self.ranks:
             return super().build(inputs_shape)
-        # keras-hub's build() derives the head size from hidden // heads; this is the same build with our key_dim.
+        # keras-hub's build() derives the head size from hidden // heads; this is the same build with our key_dim
+        # (and low-rank projections where `ranks` says).
         hidden_dim = inputs_shape[-1]
+        key_dim = self.key_dim or hidden_dim // self.num_heads
 
         def init(initializer):
             return keras.initializers.get(keras.initializers.serialize(initializer))
 
         dense = dict(kernel_initializer=init(self.kernel_initializer), bias_initializer=init(self.bias_initializer),
                      dtype=self.dtype_policy)
-        self._self_attention_layer = keras.layers.MultiHeadAttention(
-            num_heads=self.num_heads, key_dim=self.key_dim, dropout=self.dropout, output_shape=(hidden_dim,),
+        self._self_attention_layer = LowRankMultiHeadAttention(
+            num_heads=self.num_heads, key_dim=key_dim, dropout=self.dropout, output_shape=(hidden_dim,),
+            ranks={ATTENTION_RANK_ROLES[k]: v for k, v in self.ranks.items() if k in ATTENTION_RANK_ROLES},
             name="self_attention_layer", **dense)
         self._self_attention_layer.build(query_shape=inputs_shape, value_shape=inputs_shape)
         self._self_attention_layer_norm = keras.layers.LayerNormalization(
@@ -61,10 +79,12 @@ class PrunedTransformerEncoder(TransformerEncoder):
         self._feedforward_layer_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="feedforward_layer_norm")
         self._feedforward_layer_norm.build(inputs_shape)
-        self._feedforward_intermediate_dense = keras.layers.Dense(
-            self.intermediate_dim, activation=self.activation, name="feedforward_intermediate_dense", **dense)
+        self._feedforward_intermediate_dense = _dense(
+            self.intermediate_dim, self.ranks.get("ffn_intermediate"), activation=self.activation,
+            name="feedforward_intermediate_dense", **dense)
         self._feedforward_intermediate_dense.build(inputs_shape)
-        self._feedforward_output_dense = keras.layers.Dense(hidden_dim, name="feedforward_output_dense", **dense)
+        self._feedforward_output_dense = _dense(hidden_dim, self.ranks.get("ffn_output"),
+                                                name="feedforward_output_dense", **dense)
         self._feedforward_output_dense.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
         self._feedforward_dropout = keras.layers.Dropout(
             rate=self.dropout, dtype=self.dtype_policy, name="feedforward_dropout")
@@ -83,5 +103,13 @@ class PrunedTransformerEncoder(TransformerEncoder):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"key_dim": self.key_dim, "layerdrop": self.layerdrop, "layerdrop_seed": self.layerdrop_seed})
+        config.update({"key_dim": self.key_dim, "layerdrop": self.layerdrop, "layerdrop_seed": self.layerdrop_seed,
+                       "ranks": dict(self.ranks)})
         return config
+
+
+def _dense(units, rank, activation=None, **kwargs):
+    """A Dense over (batch, seq, features), or its rank-`rank` factorization."""
+    if rank is None:
+        return keras.layers.Dense(units, activation=activation, **kwargs)
+    return LowRankEinsumDense("abc,cd->abd", (None, units), rank, bias_axes="d", activation=activation, **kwargs)

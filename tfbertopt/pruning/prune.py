@@ -168,7 +168,11 @@ def prune_low_magnitude(model, pruning_schedule: PruningSchedule | None = None, 
 
 
 def get_pruning(model) -> Pruning:
+    """The pruning state of `model`, or of its student when `model` is a `Distiller` (distillation-guided
+    pruning: prune the student, fit the Distiller with `UpdatePruningStep`)."""
     state = _STATES.get(model)
+    if state is None and getattr(model, "student", None) is not None:
+        state = _STATES.get(model.student)
     if state is None:
         raise ValueError(f"{type(model).__name__} is not being pruned; call prune_low_magnitude(model, ...) first")
     return state

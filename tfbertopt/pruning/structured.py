@@ -70,6 +70,11 @@ def _check_bert(model):
         raise UnsupportedModelError(
             f"structured pruning and shrinking support BERT backbones (BertBackbone: BERT, MiniLM, ...) today; "
             f"got {type(backbone).__name__}")
+    if isinstance(backbone, PrunedBertBackbone) and (
+            backbone.embedding_dim is not None or any(spec.get("ranks") or spec.get("shared_with") is not None
+                                                      for spec in backbone.layer_specs)):
+        raise UnsupportedModelError("structured pruning works on dense, unshared layers: prune and shrink first, "
+                                    "then factorize or share (tfbertopt.factorization)")
     if getattr(model, "backbone", None) is None or not hasattr(model, "output_dense"):
         raise UnsupportedModelError("shrink needs a BertTextClassifier-style task model (backbone + output_dense)")
     return backbone

@@ -1,0 +1,146 @@
+"""SST-2 distillation benchmark: students distilled from the fine-tuned MiniLM-L6 teacher, beside the teacher and
+beside the same student trained on hard labels only, in one run.
+
+Teacher: runs/sst2-minilm-baseline/00_finetune/model.keras (`tfbertopt run recipes/sst2_minilm_baseline.yaml`).
+Every student gets the same budget (`--steps` steps of batch 32 over real SST-2 train, AdamW with warm-up/decay),
+is scored on the full SST-2 dev set, exported to LiteRT float32, verified against Keras and timed (batch 1,
+sequence 128, 2 and 1 threads). Rows are written after every variant, so a stopped run keeps what it measured.
+
+    python benchmarks/sst2_distillation.py --data-dir ../shared/data/glue
+
+Variants:
+  student-3l-hard    DistilBERT's init (teacher layers 1, 3, 5 of 6), hard labels only: the control.
+  student-3l-kd      same init, 0.5 hard CE + 0.5 Hinton KL at T=2 (DistilBERT's task-distillation loss).
+  student-3l-tinybert  same init, KL + hidden-state MSE + attention-probability MSE + embedding MSE on a uniform
+                     layer map (TinyBERT's losses in one stage).
+  gmp-90 / gmp-90-kd  polynomial-decay magnitude pruning to 90% over 70% of `--gmp-steps` steps, without and with
+                     the teacher's KL (distillation-guided pruning, issue 3's accuracy goal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tfbertopt.bench import harness, latency  # noqa: E402
+from tfbertopt.data.glue import load_glue  # noqa: E402
+from tfbertopt.data.pipeline import encode  # noqa: E402
+from tfbertopt.distillation import DistillationConfig, student_from_teacher  # noqa: E402
+from tfbertopt.pruning import PolynomialDecay, UpdatePruningStep, get_pruning, prune_low_magnitude, strip_pruning  # noqa: E402,E501
+from tfbertopt.runner import command_line  # noqa: E402
+from tfbertopt.saving import load_model  # noqa: E402
+from tfbertopt.train import finetune  # noqa: E402
+
+KD = DistillationConfig(hard_label_weight=0.5, logits="kl", logits_weight=0.5, temperature=2.0)
+TINYBERT = DistillationConfig(hard_label_weight=0.0, logits="kl", logits_weight=1.0, temperature=1.0, hidden="mse",
+                              hidden_weight=1.0, attention="mse", attention_weight=1.0, embedding_weight=1.0,
+                              layer_map="uniform")
+ALL = ["student-3l-kd", "student-3l-hard", "student-3l-tinybert", "gmp-90-kd", "gmp-90"]
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Median seconds per training step, skipping the first `skip` (tracing) steps."""
+
+    def __init__(self, skip: int = 20):
+        super().__init__()
+        self.skip, self.times = skip, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch >= self.skip:
+            self.times.append(time.perf_counter() - self.start)
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.times)) if self.times else float("nan")
+
+
+def log(message: str) -> None:
+    print(f"[sst2_distillation {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="runs/sst2-minilm-baseline/00_finetune/model.keras")
+    parser.add_argument("--data-dir", default="../shared/data/glue")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps per student")
+    parser.add_argument("--gmp-steps", type=int, default=2500, help="training steps per GMP variant")
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--gmp-learning-rate", type=float, default=3e-5)
+    parser.add_argument("--out", default="benchmarks/results/sst2_distillation.json")
+    parser.add_argument("--work", default="runs/sst2-distillation")
+    parser.add_argument("--runs", type=int, default=30, help="timed LiteRT runs per variant")
+    parser.add_argument("--variants", default=",".join(ALL), help=f"comma-separated subset of {ALL}")
+    args = parser.parse_args(argv)
+    wanted = args.variants.split(",")
+    unknown = sorted(set(wanted) - set(ALL))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {ALL}")
+
+    train = load_glue("sst2", "train", data_dir=args.data_dir)
+    dev = load_glue("sst2", "dev", data_dir=args.data_dir)
+    os.makedirs(args.work, exist_ok=True)
+    log(f"data: {len(train)} train, {len(dev)} dev; teacher {args.teacher}")
+    teacher = load_model(args.teacher, compile=False)
+    teacher.trainable = False
+    features = encode(dev.texts, teacher.preprocessor)
+    peak = latency.int8_peak_gmacs(num_threads=2)
+    log(f"int8 peak {peak:.0f} GMAC/s")
+    rows, steps_seconds = [], {}
+
+    def measure(model, variant, tags, extra=None):
+        rows.append(harness.measure_variant(model, variant, tags, None if variant == "baseline" else "baseline",
+                                            dev, args.work, peak, runs=args.runs, features=features, extra=extra))
+        harness.write_results(args.out, "sst2_distillation", command_line(), rows, peak,
+                              extra={"data": dev.source, "teacher": args.teacher, "steps_per_student": args.steps,
+                                     "steps_per_gmp_variant": args.gmp_steps, "step_seconds": steps_seconds})
+
+    def tune(variant, model, steps, learning_rate, config=None, callbacks=()):
+        timer = StepTimer()
+        history = finetune(model, train, None, epochs=1, batch_size=32, learning_rate=learning_rate,
+                           max_steps=steps, callbacks=[*callbacks, timer], verbose=2,
+                           teacher=teacher if config is not None else None, distillation=config)
+        steps_seconds[variant] = round(timer.median, 4)
+        return {"train_seconds": round(history.history["train_seconds"][0], 1), "steps": steps,
+                "learning_rate": learning_rate, **({"distillation": config.get_config()} if config else {})}
+
+    measure(teacher, "baseline", ["baseline", "teacher", "finetune"])
+    for variant in wanted:
+        log(f"{variant}: start")
+        if variant.startswith("student-3l"):
+            student = student_from_teacher(teacher, "every_other")
+            student.trainable = True
+            config = {"student-3l-kd": KD, "student-3l-hard": None, "student-3l-tinybert": TINYBERT}[variant]
+            extra = tune(variant, student, args.steps, args.learning_rate, config)
+            tags = {"student-3l-kd": ["distill", "logits-kd", "layers"],
+                    "student-3l-hard": ["finetune", "layers"],
+                    "student-3l-tinybert": ["distill", "logits-kd", "hidden-kd", "attention-kd", "layers"]}[variant]
+            measure(student, variant, tags, {**extra, "student": "teacher layers 1,3,5 of 6 (every_other)"})
+        else:
+            model = load_model(args.teacher, compile=False)
+            model.trainable = True
+            end = int(args.gmp_steps * 0.7)
+            prune_low_magnitude(model, PolynomialDecay(0.0, 0.9, begin_step=0, end_step=end,
+                                                       frequency=max(1, end // 20)))
+            config = KD if variant == "gmp-90-kd" else None
+            extra = tune(variant, model, args.gmp_steps, args.gmp_learning_rate, config, [UpdatePruningStep()])
+            extra["sparsity"] = round(get_pruning(model).overall_sparsity(), 4)
+            strip_pruning(model)
+            tags = ["gmp", "unstructured"] + (["distill", "logits-kd"] if config else [])
+            measure(model, variant, tags, extra)
+        log(f"{variant}: {rows[-1]['keras_score']}")
+    print(harness.markdown_table(rows), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Cross-layer sharing: one set of weights per group, in the model, in the file and in LiteRT."""
+
+import numpy as np
+import pytest
+
+from tfbertopt.factorization import share_layers
+from tfbertopt.factorization.sharing import sharing_groups
+from tfbertopt.kernels import count_macs, count_params, encoder_layers
+from tfbertopt.train import finetune, predict_logits
+
+
+def test_identical_layers_share_exactly(bert4, features):
+    encoders = encoder_layers(bert4)
+    for i in (1, 2, 3):                     # make every layer a copy of layer 0: sharing must change nothing
+        encoders[i].set_weights(encoders[0].get_weights())
+    for init in ("first", "average"):
+        shared = share_layers(bert4, "all", init=init)
+        np.testing.assert_allclose(predict_logits(shared, features), predict_logits(bert4, features), atol=1e-5)
+    assert len(encoder_layers(shared)) == 1 and shared.backbone.encoder_call_order == [0, 0, 0, 0]
+    per_layer = sum(int(np.prod(w.shape)) for w in encoders[0].weights)
+    assert count_params(shared) == count_params(bert4) - 3 * per_layer
+    assert count_macs(shared) == count_macs(bert4)          # every layer still runs
+
+
+def test_average_init_and_training_keep_weights_tied(bert4, demo_data, features, tmp_path):
+    from tfbertopt.saving import load_model
+
+    encoders = encoder_layers(bert4)
+    shared = share_layers(bert4, [[0, 2], [1, 3]])
+    leader = encoder_layers(shared)[0]
+    np.testing.assert_allclose(np.asarray(leader.weights[0]),
+                               (np.asarray(encoders[0].weights[0]) + np.asarray(encoders[2].weights[0])) / 2,
+                               atol=1e-6)
+    assert shared.backbone.encoder_call_order == [0, 1, 0, 1]
+    finetune(shared, demo_data[0], epochs=1, batch_size=16, max_steps=3, learning_rate=1e-3, verbose=0)
+    path = str(tmp_path / "s.keras")
+    shared.save(path)
+    loaded = load_model(path)
+    assert loaded.backbone.encoder_call_order == [0, 1, 0, 1] and len(encoder_layers(loaded)) == 2
+    np.testing.assert_array_equal(predict_logits(loaded, features), predict_logits(shared, features))
+
+
+def test_litert_stores_shared_weights_once(bert4, demo_data, tmp_path):
+    from tfbertopt.export.litert import export_litert
+    from tfbertopt.export.verify import verify_litert
+
+    shared = share_layers(bert4, "all")
+    dense = export_litert(bert4, str(tmp_path / "d.tflite"), "float32", sequence_length=16)
+    small = export_litert(shared, str(tmp_path / "s.tflite"), "float32", sequence_length=16)
+    saved = (count_params(bert4) - count_params(shared)) * 4
+    assert dense.size_bytes - small.size_bytes > 0.9 * saved
+    assert verify_litert(small.path, shared, demo_data[1]).passed
+
+
+def test_bad_groups_are_named(bert4):
+    from tfbertopt.pruning.structured import plan_drop_layers, shrink, StructurePlan, full_plan
+
+    assert sharing_groups("pairs", 5) == [[0, 1], [2, 3], [4]]
+    with pytest.raises(ValueError, match="more than one group"):
+        share_layers(bert4, [[0, 1], [1, 2]])
+    with pytest.raises(ValueError, match="not 0-based indices"):
+        share_layers(bert4, [[0, 4]])
+    with pytest.raises(ValueError, match="init must be one of"):
+        share_layers(bert4, "all", init="mean")
+    plan = full_plan(bert4)
+    plan.neurons[1] = plan.neurons[1][:32]
+    narrow = shrink(bert4, plan)
+    with pytest.raises(ValueError, match=r"layers \[0, 1\] cannot share weights: their shapes differ"):
+        share_layers(narrow, [[0, 1]])
+    with pytest.raises(ValueError, match="already shares"):
+        share_layers(share_layers(bert4, "pairs"), "all")
