@@ -26,10 +26,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from tfbertopt.bench import harness, latency  # noqa: E402
+from tfbertopt.bench.harness import StepTimer  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
 from tfbertopt.distillation import DistillationConfig, student_from_teacher  # noqa: E402
@@ -43,25 +42,6 @@ TINYBERT = DistillationConfig(hard_label_weight=0.0, logits="kl", logits_weight=
                               hidden_weight=1.0, attention="mse", attention_weight=1.0, embedding_weight=1.0,
                               layer_map="uniform")
 ALL = ["student-3l-kd", "student-3l-hard", "student-3l-tinybert", "gmp-90-kd", "gmp-90"]
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Median seconds per training step, skipping the first `skip` (tracing) steps."""
-
-    def __init__(self, skip: int = 20):
-        super().__init__()
-        self.skip, self.times = skip, []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if batch >= self.skip:
-            self.times.append(time.perf_counter() - self.start)
-
-    @property
-    def median(self) -> float:
-        return float(np.median(self.times)) if self.times else float("nan")
 
 
 def log(message: str) -> None:

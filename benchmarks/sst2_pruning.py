@@ -24,10 +24,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from tfbertopt.bench import harness, latency  # noqa: E402
+from tfbertopt.bench.harness import StepTimer  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
 from tfbertopt.pruning import (  # noqa: E402
@@ -48,25 +47,6 @@ from tfbertopt.pruning.structured import (  # noqa: E402
 from tfbertopt.runner import command_line  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
 from tfbertopt.train import evaluate, finetune  # noqa: E402
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Median seconds per training step, skipping the first `skip` (tracing) steps."""
-
-    def __init__(self, skip: int = 20):
-        super().__init__()
-        self.skip, self.times = skip, []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if batch >= self.skip:
-            self.times.append(time.perf_counter() - self.start)
-
-    @property
-    def median(self) -> float:
-        return float(np.median(self.times)) if self.times else float("nan")
 
 
 def log(message: str) -> None:

@@ -21,6 +21,7 @@ import os
 import platform
 import time
 
+import keras
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -191,3 +192,23 @@ def measure_variant(model, variant: str, tags: list[str], baseline: str | None, 
     logger.info("%s: %s", variant, report.summary())
     print(f"[bench] {variant}: {report.summary()} | {row['tflite_mb']} MB, {row['latency_ms']} ms", flush=True)
     return row
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Median seconds per training step, skipping the first `skip` (tracing) steps: the `train_step_ratio` of
+    benchmark rows."""
+
+    def __init__(self, skip: int = 20):
+        super().__init__()
+        self.skip, self.times = skip, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch >= self.skip:
+            self.times.append(time.perf_counter() - self.start)
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.times)) if self.times else float("nan")

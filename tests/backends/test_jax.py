@@ -1,0 +1,62 @@
+"""Training-time pieces are backend-neutral: pruning, the Distiller and factorized layers train under
+KERAS_BACKEND=jax (in a subprocess: the backend is fixed when Keras is first imported). Export stays TensorFlow."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("jax", reason="jax is part of the test extra: pip install -e '.[test]'")
+
+SCRIPT = textwrap.dedent('''
+    import os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import keras
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    import numpy as np
+    from tfbertopt.data.demo import demo_examples, demo_vocabulary
+    from tfbertopt.data.pipeline import encode
+    from tfbertopt.distillation import DistillationConfig, kl_with_temperature
+    from tfbertopt.factorization import factorize
+    from tfbertopt.models import tiny_bert_classifier
+    from tfbertopt.pruning import ConstantSparsity, PruningPolicy, UpdatePruningStep, prune_low_magnitude
+    from tfbertopt.train import finetune, predict_logits
+
+    train, dev = demo_examples("train", 256), demo_examples("dev", 64)
+
+    def tiny(**kw):
+        return tiny_bert_classifier(demo_vocabulary(), hidden_dim=32, intermediate_dim=64, sequence_length=16, **kw)
+
+    # Pruning: exact sparsity after training, masks applied inside the jitted JAX train step.
+    teacher = prune_low_magnitude(tiny(num_layers=2, seed=1), ConstantSparsity(0.5, 0, frequency=1))
+    finetune(teacher, train, epochs=2, batch_size=16, learning_rate=3e-3, length_grouping=1,
+             callbacks=[UpdatePruningStep()], verbose=0)
+    for ref in PruningPolicy().select(teacher):
+        w = np.asarray(ref.variable)
+        assert (w == 0).sum() == round(0.5 * w.size), ref.path
+    print("pruning ok")
+
+    # Distillation (logits + hidden states through a projection) into a narrower, factorized student.
+    student = factorize(tiny(num_layers=1, seed=2), rank=8, roles=["ffn"])
+    features = encode(dev.texts, student.preprocessor)
+
+    def kl():
+        return float(kl_with_temperature(predict_logits(student, features), predict_logits(teacher, features), 1.0))
+
+    before = kl()
+    history = finetune(student, train, epochs=2, batch_size=16, learning_rate=3e-3, length_grouping=1, verbose=0,
+                       teacher=teacher, distillation=DistillationConfig(
+                           hard_label_weight=0.0, logits="kl", logits_weight=1.0, hidden="mse", hidden_weight=1.0))
+    assert "kd_hidden_loss" in history.history
+    assert kl() < before, (kl(), before)
+    print("distillation ok", before, kl())
+''')
+
+
+def test_pruning_distillation_and_factorized_layers_train_on_jax():
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert "pruning ok" in result.stdout and "distillation ok" in result.stdout
