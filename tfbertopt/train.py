@@ -54,6 +54,17 @@ class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
         return cls(**config)
 
 
+def finished_epochs(backup_dir) -> int:
+    """Epochs a `keras.callbacks.BackupAndRestore` backup in `backup_dir` has finished (0 when there is none)."""
+    import json
+
+    path = os.path.join(str(backup_dir), "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f).get("epoch", 0))
+
+
 def loss_for(task):
     if task.is_regression:
         return keras.losses.MeanSquaredError()
@@ -191,7 +202,14 @@ def finetune(
         cbs.append(DevMetrics(dev, encode(dev.texts, model.preprocessor), verbose=int(verbose != 0), model=model))
     if checkpoint_dir is not None:
         os.makedirs(checkpoint_dir, exist_ok=True)
-        cbs.append(keras.callbacks.BackupAndRestore(os.path.join(str(checkpoint_dir), "backup")))
+        backup = os.path.join(str(checkpoint_dir), "backup")
+        done = finished_epochs(backup)
+        if done:
+            # BackupAndRestore resumes at epoch `done`; start the batch stream where that epoch began, so a resumed
+            # run sees exactly the batches an uninterrupted one would.
+            logger.info("resuming after %d finished epochs from %s", done, backup)
+            train_ds = train_ds.skip(done * steps)
+        cbs.append(keras.callbacks.BackupAndRestore(backup))
         cbs.append(keras.callbacks.ModelCheckpoint(
             os.path.join(str(checkpoint_dir), "epoch_{epoch:02d}.weights.h5"), save_weights_only=True))
     with without_preprocessor(model):
