@@ -129,6 +129,13 @@ def test_export_verified_refuses_a_failing_model_unless_forced(tiny_classifier, 
                                 max_logit_diff=-1.0, force=True)
     record = json.loads((tmp_path / "bad.tflite.json").read_text())
     assert not forced.passed and record["verification"]["forced"] is True
+    # Full-integer export goes through the same gate with its calibration set; the report counts float ops.
+    with pytest.raises(ValueError, match="calibration"):
+        export_verified(tiny_classifier, tmp_path / "int8.tflite", dev, "int8", sequence_length=16)
+    export_verified(tiny_classifier, tmp_path / "int8.tflite", dev, "int8", sequence_length=16, force=True,
+                    calibration=dev, calibration_steps=8)
+    record = json.loads((tmp_path / "int8.tflite.json").read_text())
+    assert record["quantization"] == "int8" and isinstance(record["float_ops"], int)
 
 
 def test_int8_full_integer_export_keeps_the_signature_and_agrees(tiny_classifier, demo_data, tmp_path):

@@ -29,16 +29,19 @@ from tfbertopt.export.verify import VerificationError, verify_litert
 
 
 def export_verified(model, path, examples, quantization: str = "float32", sequence_length: int | None = 128,
-                    force: bool = False, features=None, keras_logits=None, **tolerances):
+                    force: bool = False, features=None, keras_logits=None, calibration=None,
+                    calibration_steps: int = 100, **tolerances):
     """Exports, verifies against Keras on `examples`, and writes the file only if it passed (or `force`).
 
-    Returns (ExportResult, VerificationReport). `tolerances`: `max_logit_diff`, `min_agreement`.
+    Returns (ExportResult, VerificationReport). `calibration` / `calibration_steps`: as `export_litert` (needed by
+    "int8" and "16x8"). `tolerances`: `max_logit_diff`, `min_agreement`.
     """
     from tfbertopt.bench.harness import versions
 
     path = str(path)
     staging = path + ".unverified"
-    result = export_litert(model, staging, quantization, sequence_length)
+    result = export_litert(model, staging, quantization, sequence_length, calibration=calibration,
+                           calibration_steps=calibration_steps)
     report = verify_litert(staging, model, examples, quantized=quantization != "float32", features=features,
                            keras_logits=keras_logits, **tolerances)
     record = {
@@ -47,6 +50,7 @@ def export_verified(model, path, examples, quantization: str = "float32", sequen
         "sequence_length": sequence_length,
         "size_bytes": result.size_bytes,
         "ops": dict(result.ops),
+        "float_ops": None if result.op_report is None else result.float_op_count,
         "verification": {**dataclasses.asdict(report), "examples": examples.source, "forced": force and not
                          report.passed},
         "versions": versions(),
