@@ -25,7 +25,20 @@ Example:
 >>> parse_recipe({"name": "x", "model": "demo", "task": "sst2", "stages": [{"finetun": {}}]})
 Traceback (most recent call last):
 ...
-tfbertopt.recipe.RecipeError: stages[0]: unknown stage 'finetun' (did you mean 'finetune'?); known stages: finetune, prune, structured_prune, layerdrop, export, benchmark
+tfbertopt.recipe.RecipeError: stages[0]: unknown stage 'finetun' (did you mean 'finetune'?); known stages: finetune, prune, structured_prune, layerdrop, distill, export, benchmark
+
+A `distill` stage trains a student from a teacher with `tfbertopt.distillation.Distiller` (see `DISTILL_STUDENTS`):
+
+>>> r = parse_recipe({"name": "x", "model": "demo", "task": "sst2", "data": {"source": "demo"}, "stages": [
+...     {"finetune": {}}, {"distill": {"student": "bilstm", "student_options": {"units": 64},
+...                                    "distillation": {"hard_label_weight": 0, "logits": "mse"}}}]})
+>>> r["stages"][1]["distill"]["teacher"], r["stages"][1]["distill"]["distillation"]["logits_weight"]
+('previous', 0.5)
+>>> parse_recipe({"name": "x", "model": "demo", "task": "sst2", "stages": [
+...     {"distill": {"student": "bilstm", "distillation": {"hidden": "mse", "hidden_weight": 1.0}}}]})
+Traceback (most recent call last):
+...
+tfbertopt.recipe.RecipeError: stages[0].distill.distillation: the bilstm student is not a transformer: the ['hidden'] terms compare per-layer transformer states it does not have; use the logits and hard-label terms (Tang et al.: logits: mse)
 """
 
 from __future__ import annotations
@@ -86,6 +99,29 @@ STAGES = {
         "learning_rate": (3e-5, float, "peak AdamW learning rate"),
         "max_steps": (None, int, "cap on steps per epoch"),
     },
+    "distill": {
+        "teacher": ("previous", str, "previous (the model the previous stage produced; the recipe's model for a "
+                                     "first stage), stage:N (the model earlier stage N, 0-based, saved), or a model "
+                                     "source (.keras file, preset, folder)"),
+        "student": ("every_other", None, "every_other | [0-based teacher layers] | {hidden_dim, num_layers, "
+                                         "num_heads, intermediate_dim} (narrow) | bilstm | cnn | previous"),
+        "student_options": ({}, dict, "bilstm: units, hidden_units, projection_dim, trainable_embeddings, dropout; "
+                                      "cnn: filters, kernel_sizes, hidden_units, projection_dim, "
+                                      "trainable_embeddings, dropout; narrow: dropout"),
+        "distillation": ({}, dict, "DistillationConfig fields: hard_label_weight, logits, logits_weight, "
+                                   "temperature, hidden, hidden_weight, attention, attention_weight, "
+                                   "embedding_weight, cls_weight, layer_map"),
+        "epochs": (3, int, "passes over the training data"),
+        "batch_size": (32, int, "examples per step"),
+        "learning_rate": (5e-5, float, "peak AdamW learning rate (linear warm-up, then linear decay)"),
+        "weight_decay": (0.01, float, "AdamW weight decay (not on biases/LayerNorm)"),
+        "warmup_fraction": (0.1, float, "share of steps spent warming up"),
+        "max_steps": (None, int, "cap on steps per epoch"),
+        "length_grouping": (20, int, "sort by length inside windows of N batches (1 = random batches)"),
+        "cache": (False, bool, "run the teacher once over the training data, keep the outputs the loss terms need "
+                               "on disk and train from them"),
+        "cache_max_bytes": (1_000_000_000, int, "refuse a teacher cache larger than this"),
+    },
     "export": {
         "quantization": (["float32", "float16", "dynamic"], list, "LiteRT variants: float32, float16, dynamic"),
         "sequence_length": (None, int, "fixed input length (default: the recipe's sequence_length)"),
@@ -120,7 +156,15 @@ DATA = {
     "demo_train_examples": (1024, int, "size of the synthetic demo training set"),
 }
 REQUIRED = ("name", "model", "task", "stages")
-TRAINING_STAGES = ("finetune", "prune", "structured_prune", "layerdrop")
+TRAINING_STAGES = ("finetune", "prune", "structured_prune", "layerdrop", "distill")
+MODEL_STAGES = TRAINING_STAGES      # stages that save a model (a distill teacher may be "stage:N" of these)
+DISTILL_STUDENTS = ("every_other", "bilstm", "cnn", "previous")
+NARROW_KEYS = ("hidden_dim", "num_layers", "num_heads", "intermediate_dim")
+STUDENT_OPTIONS = {
+    "bilstm": ("units", "hidden_units", "projection_dim", "trainable_embeddings", "dropout"),
+    "cnn": ("filters", "kernel_sizes", "hidden_units", "projection_dim", "trainable_embeddings", "dropout"),
+    "narrow": ("dropout",),
+}
 
 
 def _unknown(path: str, key: str, known) -> RecipeError:
@@ -188,11 +232,81 @@ def _parse_stage(i: int, stage) -> dict:
         nm = options["m_by_n"]
         if len(nm) != 2 or not all(isinstance(v, int) for v in nm) or not 0 < nm[0] < nm[1]:
             raise RecipeError(f"{path}.prune.m_by_n: expected [N, M] integers with 0 < N < M, got {nm}")
+    if name == "distill":
+        _check_distill(f"{path}.distill", options)
     for key in ("epochs", "batch_size", "latency_runs", "max_steps", "verify_examples", "sequence_length",
                 "length_grouping", "importance_batches", "frequency"):
         if options.get(key) is not None and options[key] < 1:
             raise RecipeError(f"{path}.{name}.{key}: must be >= 1, got {options[key]}")
     return {name: options}
+
+
+def student_kind(student) -> str:
+    """"layers" (every_other or a list), "narrow" (a dict), or the name (bilstm, cnn, previous)."""
+    if isinstance(student, dict):
+        return "narrow"
+    if isinstance(student, list) or student == "every_other":
+        return "layers"
+    return student
+
+
+def _check_distill(path: str, options: dict) -> None:
+    from tfbertopt.distillation.config import DistillationConfig
+
+    student = options["student"]
+    if isinstance(student, str):
+        if student not in DISTILL_STUDENTS:
+            close = difflib.get_close_matches(student, DISTILL_STUDENTS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise RecipeError(f"{path}.student: unknown student '{student}'{hint}; use one of "
+                              f"{', '.join(DISTILL_STUDENTS)}, a list of teacher layers or a mapping of {NARROW_KEYS}")
+    elif isinstance(student, list):
+        if not student or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in student):
+            raise RecipeError(f"{path}.student: a list of 0-based teacher layers to keep, e.g. [0, 2, 4]; got "
+                              f"{student}")
+    elif isinstance(student, dict):
+        unknown = [k for k in student if k not in NARROW_KEYS]
+        if unknown:
+            raise _unknown(f"{path}.student", unknown[0], NARROW_KEYS)
+        missing = [k for k in NARROW_KEYS if k not in student]
+        if missing:
+            raise RecipeError(f"{path}.student: a narrow student needs {list(NARROW_KEYS)}; missing {missing}")
+        bad = [k for k in NARROW_KEYS if isinstance(student[k], bool) or not isinstance(student[k], int)
+               or student[k] < 1]
+        if bad:
+            raise RecipeError(f"{path}.student.{bad[0]}: expected a positive integer, got {student[bad[0]]!r}")
+        if student["hidden_dim"] % student["num_heads"]:
+            raise RecipeError(f"{path}.student: hidden_dim ({student['hidden_dim']}) must be divisible by "
+                              f"num_heads ({student['num_heads']})")
+    else:
+        raise RecipeError(f"{path}.student: expected a name, a list of layers or a mapping, got "
+                          f"{type(student).__name__} {student!r}")
+    kind = student_kind(student)
+    allowed = STUDENT_OPTIONS.get(kind, ())
+    for key in options["student_options"]:
+        if key not in allowed:
+            if not allowed:
+                raise RecipeError(f"{path}.student_options: the {kind} student takes no options, got '{key}'")
+            raise _unknown(f"{path}.student_options", key, allowed)
+    try:
+        config = DistillationConfig.from_config(options["distillation"])
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"{path}.distillation: {e}") from None
+    options["distillation"] = config.get_config()
+    layer_terms = [t for t in config.active_terms() if t in ("hidden", "attention", "embedding", "cls")]
+    if kind in ("bilstm", "cnn") and layer_terms:
+        raise RecipeError(f"{path}.distillation: the {kind} student is not a transformer: the {layer_terms} terms "
+                          f"compare per-layer transformer states it does not have; use the logits and hard-label "
+                          f"terms (Tang et al.: logits: mse)")
+    teacher = options["teacher"]
+    if student == "previous" and teacher == "previous":
+        raise RecipeError(f"{path}: student and teacher are both 'previous' (the same model); name the teacher, "
+                          f"e.g. teacher: stage:0")
+    if teacher.startswith("stage:"):
+        try:
+            int(teacher[len("stage:"):])
+        except ValueError:
+            raise RecipeError(f"{path}.teacher: 'stage:N' takes a 0-based stage index, got '{teacher}'") from None
 
 
 def parse_recipe(raw) -> dict:
@@ -212,6 +326,13 @@ def parse_recipe(raw) -> dict:
     names = [next(iter(s)) for s in recipe["stages"]]
     if "benchmark" in names and "export" not in names[: names.index("benchmark")]:
         raise RecipeError("stages: 'benchmark' measures exported models, so an 'export' stage must come before it")
+    for i, (name, stage) in enumerate(zip(names, recipe["stages"])):
+        teacher = stage[name].get("teacher", "") if name == "distill" else ""
+        if teacher.startswith("stage:"):
+            n = int(teacher[len("stage:"):])
+            if not 0 <= n < i or names[n] not in MODEL_STAGES:
+                raise RecipeError(f"stages[{i}].distill.teacher: '{teacher}' must name an earlier stage that saves a "
+                                  f"model ({', '.join(MODEL_STAGES)}); stages before it: {names[:i]}")
     if "export" in names:
         late = [n for n in names[names.index("export"):] if n in TRAINING_STAGES]
         if late:

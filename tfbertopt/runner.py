@@ -202,6 +202,108 @@ def _stage_layerdrop(run: Run, options: dict, stage_dir: str, train, dev) -> dic
     return _save_stage_model(run, stage_dir, {"plan": summary})
 
 
+TERM_TAGS = {"logits": "logits-kd", "hidden": "hidden-kd", "attention": "attention-kd", "embedding": "hidden-kd",
+             "cls": "pkd"}
+
+
+def _load_teacher(run: Run, source: str, i: int):
+    """The distillation teacher a `distill` stage names (see tfbertopt.recipe, option `teacher`)."""
+    from tfbertopt import models
+
+    if source == "previous":
+        return run.model
+    if source.startswith("stage:"):
+        n = int(source[len("stage:"):])
+        key = next((k for k in run.state["finished"] if k.startswith(f"{n:02d}_")), None)
+        path = run.state["finished"].get(key, {}).get("model") if key else None
+        if path is None or not os.path.exists(path):
+            raise FileNotFoundError(f"stages[{i}].distill.teacher: stage {n} has no saved model ({path}); run the "
+                                    f"recipe from the start")
+        say(f"distill: teacher = the model of stage {key}: {path}")
+        return saving.load_model(path, compile=False)
+    resolved = _resolve_dir(run.recipe, source)
+    say(f"distill: teacher = {resolved}")
+    if str(resolved).endswith(".keras"):
+        return saving.load_model(resolved, compile=False)
+    task = get_task(run.recipe["task"])
+    return models.load_classifier(resolved, num_classes=task.num_classes,
+                                  sequence_length=run.recipe["sequence_length"])
+
+
+def _make_student(run: Run, teacher, student, options: dict):
+    from tfbertopt.distillation import bilstm_student, cnn_student, narrow_student, student_from_teacher
+
+    extra = options["student_options"]
+    if student == "previous":
+        model = run.model
+    elif student == "bilstm":
+        model = bilstm_student(teacher, seed=run.recipe["seed"], **extra)
+    elif student == "cnn":
+        model = cnn_student(teacher, seed=run.recipe["seed"], **extra)
+    elif isinstance(student, dict):
+        model = narrow_student(teacher, seed=run.recipe["seed"], **student, **extra)
+    else:
+        model = student_from_teacher(teacher, student)
+    model.trainable = True
+    return model
+
+
+def _teacher_cache(run: Run, teacher, student, config, options: dict, stage_dir: str, train):
+    """A TeacherCache of the outputs the active terms need, written once per stage (reused on resume)."""
+    from tfbertopt.distillation import IntermediateModel, TeacherCache, cache_teacher_outputs
+    from tfbertopt.distillation.mapping import layer_map
+    from tfbertopt.distillation.word_students import is_word_student
+
+    path = os.path.join(stage_dir, "teacher_cache")
+    features = encode(train.texts, teacher.preprocessor)
+    if os.path.exists(os.path.join(path, "meta.json")):
+        say(f"distill: reusing the teacher cache {path}")
+        cache = TeacherCache(path)
+        cache.check_features(features)
+        return cache
+    terms = config.active_terms()
+    hidden, attention = [], []
+    if config.uses_layers():
+        n_student = 0 if is_word_student(student) else IntermediateModel(student, attention=False).num_layers
+        n_teacher = IntermediateModel(teacher, attention=False).num_layers
+        layers = sorted(set(layer_map(config.layer_map, n_student, n_teacher).values()))
+        hidden = layers if any(t in terms for t in ("hidden", "cls")) else []
+        attention = layers if "attention" in terms else []
+    return cache_teacher_outputs(teacher, features, path, logits="logits" in terms, hidden_layers=hidden,
+                                 attention_layers=attention, embedding="embedding" in terms,
+                                 max_bytes=options["cache_max_bytes"], overwrite=True)
+
+
+def _stage_distill(run: Run, options: dict, stage_dir: str, train, dev, index: int = 0) -> dict:
+    from tfbertopt.distillation import DistillationConfig
+    from tfbertopt.recipe import student_kind
+    from tfbertopt.train import finetune
+
+    config = DistillationConfig.from_config(options["distillation"])
+    teacher = _load_teacher(run, options["teacher"], index)
+    teacher.trainable = False
+    student = _make_student(run, teacher, options["student"], options)
+    kind = student_kind(options["student"])
+    say(f"distill: {kind} student ({student.name}, {student.count_params()} params) from teacher {teacher.name} "
+        f"({teacher.count_params()} params), terms {config.active_terms()}")
+    teacher_arg = teacher
+    if options["cache"]:
+        teacher_arg = _teacher_cache(run, teacher, student, config, options, stage_dir, train)
+    history = finetune(student, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
+                       learning_rate=options["learning_rate"], weight_decay=options["weight_decay"],
+                       warmup_fraction=options["warmup_fraction"], max_steps=options["max_steps"],
+                       length_grouping=options["length_grouping"],
+                       checkpoint_dir=os.path.join(stage_dir, "checkpoints"), seed=run.recipe["seed"], verbose=2,
+                       teacher=teacher_arg, distillation=config)
+    run.model = student
+    tags = ["distill"] + sorted({TERM_TAGS[t] for t in config.active_terms() if t in TERM_TAGS}) + \
+        ([kind] if kind in ("bilstm", "cnn") else [])
+    logs = {k: [float(x) for x in v] for k, v in history.history.items()}
+    return _save_stage_model(run, stage_dir, {"history": logs, "student": kind, "teacher": options["teacher"],
+                                              "distillation": config.get_config(), "tags": tags,
+                                              "cached_teacher": bool(options["cache"])})
+
+
 def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
     """Writes each LiteRT variant only after it agrees with the Keras model on dev data (see export_verified)."""
     import dataclasses
@@ -237,8 +339,11 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
     from tfbertopt.export.verify import VerificationReport
     from tfbertopt.kernels import count_macs, count_params
 
+    from tfbertopt.distillation.word_students import is_word_student, student_macs
+
     task = get_task(run.recipe["task"])
     exports = [e for out in run.state["finished"].values() for e in out.get("exports", [])]
+    distilled = [out for key, out in run.state["finished"].items() if key.endswith("_distill")]
     say("benchmark: measuring this machine's LiteRT int8 matmul peak")
     peak = latency.int8_peak_gmacs(num_threads=2)
     say(f"benchmark: int8 peak {peak:.0f} GMAC/s (2 threads)")
@@ -252,8 +357,13 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
                for t in options["threads"]}
         result = ExportResult(e["path"], q, e["size_bytes"], e["ops"], e["sequence_length"], ())
         tags = VARIANT_TAGS[q] if base_variant else [t for t in VARIANT_TAGS[q] if t != "baseline"]
+        if distilled:   # the exported model is a distilled student, not the teacher (no baseline/teacher tags)
+            tags = distilled[-1].get("tags", ["distill"]) + [t for t in VARIANT_TAGS[q]
+                                                             if t not in ("baseline", "teacher", "finetune")]
+        macs = student_macs(run.model, e["sequence_length"]) if is_word_student(run.model) else \
+            count_macs(run.model, e["sequence_length"])
         row = harness.litert_row(q, tags, None if q == base_variant else base_variant, result, report, task.name,
-                                 count_macs(run.model, e["sequence_length"]), params, peak, lat.get(2), lat.get(1))
+                                 macs, params, peak, lat.get(2), lat.get(1))
         if q == base_variant:
             row["keras_examples_per_s"] = round(harness.keras_throughput(run.model, e["sequence_length"]), 2)
         row["dev_examples"] = e["dev_examples"]
@@ -277,7 +387,8 @@ def command_line() -> str:
 
 
 STAGE_FUNCTIONS = {"finetune": _stage_finetune, "prune": _stage_prune, "structured_prune": _stage_structured_prune,
-                   "layerdrop": _stage_layerdrop, "export": _stage_export, "benchmark": _stage_benchmark}
+                   "layerdrop": _stage_layerdrop, "distill": _stage_distill, "export": _stage_export,
+                   "benchmark": _stage_benchmark}
 
 
 def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
@@ -290,6 +401,8 @@ def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
     for key, outputs in run.state["finished"].items():
         model_path = outputs.get("model", model_path)
     if model_path and os.path.exists(model_path):
+        import tfbertopt.distillation.word_students  # noqa: F401  (registers the BiLSTM/CNN student classes)
+
         say(f"resuming: loading {model_path}")
         run.model = saving.load_model(model_path)
     else:
@@ -302,7 +415,8 @@ def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
             continue
         started = time.time()
         say(f"stage {key}: start")
-        outputs = STAGE_FUNCTIONS[name](run, options, run.stage_dir(i, name), train, dev)
+        extra = {"index": i} if name == "distill" else {}
+        outputs = STAGE_FUNCTIONS[name](run, options, run.stage_dir(i, name), train, dev, **extra)
         outputs["seconds"] = round(time.time() - started, 1)
         run.finish(key, outputs)
         say(f"stage {key}: done in {outputs['seconds']:.0f} s")

@@ -15,6 +15,12 @@ When the student's hidden width differs from the teacher's, the Distiller owns a
 (`keras.layers.Dense`, TinyBERT's W_h) per mapped student layer (and one for the embeddings), trained with the
 student and not part of it.
 
+Students (and teachers) need not be transformers: any functional Keras model taking the feature dict and
+returning [batch, classes] logits is accepted (the BiLSTM/CNN of `tfbertopt.distillation.word_students`, viewed
+through `LogitsOnlyModel`), with the hard-label and logits terms only; hidden/attention/embedding/[CLS] terms raise
+a ValueError saying why. A teacher may also be a `tfbertopt.distillation.cache.TeacherCache` (teacher outputs
+precomputed on disk): its outputs are looked up per batch row, so a training step costs a student step only.
+
 Example:
 
 >>> import keras
@@ -41,7 +47,8 @@ from keras import ops
 
 from tfbertopt.distillation import losses as losses_lib
 from tfbertopt.distillation.config import DistillationConfig
-from tfbertopt.distillation.internals import AttentionUnavailableError, IntermediateModel
+from tfbertopt.distillation.internals import (AttentionUnavailableError, IntermediateModel, LogitsOnlyModel,
+                                              is_keras_hub_model)
 from tfbertopt.distillation.mapping import layer_map as make_layer_map
 from tfbertopt.kernels import find_kernels
 
@@ -57,8 +64,10 @@ class Distiller(keras.Model):
     """Trains `student` to imitate `teacher` (a model or a list of models) as `config` says.
 
     Args:
-      student: a keras-hub BERT-family classifier (trainable).
-      teacher: a classifier or a list of them; frozen here (`trainable=False`, with a warning if it was trainable).
+      student: a keras-hub BERT-family classifier (trainable), or a functional Keras model mapping the feature
+        dict to logits (logits/hard terms only).
+      teacher: a classifier, a `TeacherCache`, or a list of them; frozen here (`trainable=False`, with a warning
+        if it was trainable).
       config: a `DistillationConfig` (default: 0.5 hard labels + 0.5 Hinton KL at T=2) or its `get_config()` dict.
       teacher_weights: one non-negative weight per teacher (default equal); normalised to sum to 1, so every loss
         term is a weighted average over teachers.
@@ -68,7 +77,8 @@ class Distiller(keras.Model):
 
     Raises:
       ValueError: different numbers of classes, a layer map outside a model's depth, different tokenizers without
-        an `input_adapter`, a student that shares weights with a teacher, bad teacher weights.
+        an `input_adapter`, a student that shares weights with a teacher, bad teacher weights, layer-level terms
+        for a model without transformer layers, or a cache lacking the outputs the terms need.
       AttentionUnavailableError: an attention loss with a model that cannot give attention probabilities.
     """
 
@@ -90,11 +100,16 @@ class Distiller(keras.Model):
             _check_not_shared(student, model, t)
         self.student = student
         self.teachers = teachers
-        self.student_internals = _internals(student, attention, "student")
+        self.student_internals = _internals(student, attention, "student", self.active_terms)
         if not self.student_internals.has_logits:
             raise ValueError(f"the student must be a classifier (a keras-hub task model); got the backbone "
                              f"{type(student).__name__}")
-        self.teacher_internals = [_internals(model, attention, f"teacher {t}") for t, model in enumerate(teachers)]
+        self.teacher_internals = [_internals(model, attention, f"teacher {t}", self.active_terms)
+                                  for t, model in enumerate(teachers)]
+        for t, model in enumerate(teachers):
+            if _is_cache(model) and self.input_adapters[t] is not None:
+                raise ValueError(f"teacher {t} is a TeacherCache, looked up by the student's token ids: it takes no "
+                                 f"input_adapter (build the cache from the features the student sees)")
         for t, view in enumerate(self.teacher_internals):
             _check_compatible(student, self.student_internals, teachers[t], view, t, self.input_adapters[t])
         if self.student_internals.num_classes == 1 and config.logits in ("kl", "soft_ce") \
@@ -110,6 +125,9 @@ class Distiller(keras.Model):
                                                           view.num_layers))
                 except ValueError as e:
                     raise ValueError(f"teacher {t} ({teachers[t].name}): {e}") from None
+        for t, model in enumerate(teachers):
+            if _is_cache(model):
+                model.check_terms(self.active_terms, self.layer_maps[t] if self.layer_maps else None)
         self.projections = self._make_projections()
         for t, (model, view) in enumerate(zip(teachers, self.teacher_internals)):   # freeze once all checks passed
             if model.trainable:
@@ -159,6 +177,8 @@ class Distiller(keras.Model):
                              f"student outputs logits and a string would not say so")
         if loss is not None:
             self._hard_loss_fn = loss
+        if any(_is_cache(t) for t in self.teachers):
+            kwargs.setdefault("jit_compile", False)   # the cache lookup uses string and hash-table ops (no XLA)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
     def call(self, inputs, training=False):
@@ -168,6 +188,8 @@ class Distiller(keras.Model):
 
     def teacher_outputs(self, x, t: int):
         """Teacher `t`'s internals for the student's features `x`, in inference mode, gradients stopped."""
+        if _is_cache(self.teachers[t]):
+            return self.teachers[t].lookup(x)
         if self.input_adapters[t] is not None:
             x = self.input_adapters[t](x)
         view = self.teacher_internals[t]
@@ -241,7 +263,27 @@ def _mean(values):
     return sum(values) / len(values)
 
 
-def _internals(model, attention: bool, role: str) -> IntermediateModel:
+_LAYER_TERMS = ("hidden", "attention", "embedding", "cls")
+
+
+def _is_cache(model) -> bool:
+    from tfbertopt.distillation.cache import TeacherCache
+
+    return isinstance(model, TeacherCache)
+
+
+def _internals(model, attention: bool, role: str, active_terms=()):
+    if _is_cache(model):
+        return model
+    if not is_keras_hub_model(model) and getattr(model, "output", None) is not None:
+        layer_terms = [t for t in active_terms if t in _LAYER_TERMS]
+        if layer_terms:
+            raise ValueError(
+                f"the {role} ({model.name}, {type(model).__name__}) is not a transformer: it has no embedding "
+                f"output, per-layer hidden states, [CLS] states or attention maps that correspond to a BERT's, so "
+                f"the {layer_terms} terms cannot be computed for it. Distil it through the logits (Tang et al. use "
+                f"logits='mse') and/or hard labels: set {', '.join(t + '_weight' for t in layer_terms)} to 0")
+        return LogitsOnlyModel(model)
     try:
         return IntermediateModel(model, attention=attention)
     except AttentionUnavailableError as e:
@@ -275,6 +317,8 @@ def _adapters(adapter, n: int) -> list:
 
 
 def _check_not_shared(student, teacher, t: int) -> None:
+    if _is_cache(teacher):
+        return
     shared = {id(v) for v in student.weights} & {id(v) for v in teacher.weights}
     if student is teacher or shared:
         raise ValueError(f"the student and teacher {t} share {len(shared)} weights; freezing the teacher would "
@@ -298,7 +342,7 @@ def _vocabulary(model):
 
 
 def _check_compatible(student, s_view, teacher, t_view, t: int, adapter) -> None:
-    if not t_view.has_logits:
+    if not t_view.has_logits and not _is_cache(teacher):
         raise ValueError(f"teacher {t} ({teacher.name}) must be a classifier (a keras-hub task model); got the "
                          f"backbone {type(teacher).__name__}")
     if _num_classes(s_view) != _num_classes(t_view):
@@ -311,14 +355,28 @@ def _check_compatible(student, s_view, teacher, t_view, t: int, adapter) -> None
                           f"activations, not logits; the logits losses assume logits", UserWarning, stacklevel=3)
     if adapter is not None:
         return
-    s_size = find_kernels(student, roles=["token_embedding"])[0].shape[0]
-    t_size = find_kernels(teacher, roles=["token_embedding"])[0].shape[0]
+    if _is_cache(teacher):
+        teacher.check_vocabulary(student)
+        return
+    s_size, t_size = vocabulary_size(student), vocabulary_size(teacher)
     s_vocab, t_vocab = _vocabulary(student), _vocabulary(teacher)
-    if s_size != t_size or (s_vocab is not None and t_vocab is not None and s_vocab != t_vocab):
+    if (s_size is not None and t_size is not None and s_size != t_size) or \
+            (s_vocab is not None and t_vocab is not None and s_vocab != t_vocab):
         raise ValueError(f"the student ({student.name}, vocabulary of {s_size}) and teacher {t} ({teacher.name}, "
                          f"vocabulary of {t_size}) use different tokenizers, so the same token_ids mean different "
                          f"words; distil over a shared tokenizer (student_from_teacher, narrow_student) or pass "
                          f"input_adapter= (student features -> teacher features)")
+
+
+def vocabulary_size(model) -> int | None:
+    """Rows of the model's token-embedding table (keras-hub models; other models with an Embedding layer named
+    `token_embedding`), or None when it has none."""
+    if is_keras_hub_model(model):
+        return int(find_kernels(model, roles=["token_embedding"])[0].shape[0])
+    try:
+        return int(model.get_layer("token_embedding").input_dim)
+    except (ValueError, AttributeError):
+        return None
 
 
 def _default_hard_loss(view: IntermediateModel):

@@ -17,6 +17,10 @@ the classifier does. Its output is a dict:
 Supported: BERT (`BertTextClassifier`, also over tfbertopt's `PrunedBertBackbone` and ELECTRA backbones),
 DistilBERT, RoBERTa (and XLM-RoBERTa) and ALBERT classifiers, and their bare backbones.
 
+Any other Keras model that maps the feature dict to logits (the BiLSTM/CNN students of
+`tfbertopt.distillation.word_students`) gets a `LogitsOnlyModel` view instead (`internals_view` picks): its output
+dict has `logits` only and `num_layers` is 0, so only the logits and hard-label terms can use it.
+
 Example:
 
 >>> import numpy as np
@@ -70,6 +74,9 @@ def _check_task(model, backbone):
 
 def _call_order(backbone, encoders: list) -> list:
     """Encoder layers in the order the backbone calls them (ALBERT repeats each group num_layers/num_groups times)."""
+    order = getattr(backbone, "encoder_call_order", None)   # tfbertopt's PrunedBertBackbone (cross-layer sharing)
+    if order is not None:
+        return [encoders[i] for i in order]
     groups = getattr(backbone, "num_groups", None)
     inner = getattr(backbone, "num_inner_repetitions", None)
     if groups is None or inner is None:
@@ -194,3 +201,58 @@ def _head(model, backbone, x):
                                         f"{type(model).__name__}'s head")
         h = pooler(x[:, getattr(backbone, "cls_token_index", 0), :])
     return model.output_dense(model.output_dropout(h))
+
+
+def is_keras_hub_model(model) -> bool:
+    """Whether `model` is a keras-hub task or backbone (something `IntermediateModel` may understand)."""
+    import keras_hub
+
+    return isinstance(model, (keras_hub.models.Task, keras_hub.models.Backbone))
+
+
+class LogitsOnlyModel(keras.Model):
+    """The view of a plain Keras classifier (feature dict -> logits) that is not a keras-hub transformer: its
+    output dict has `logits` only. Same attributes as `IntermediateModel` (`num_layers` 0, no hidden widths).
+
+    Raises:
+      UnsupportedModelError: the model does not take a feature dict with token_ids and padding_mask, or does not
+        output one [batch, classes] tensor.
+    """
+
+    def __init__(self, model, name: str | None = None):
+        super().__init__(name=name or f"{model.name}_logits_view")
+        inputs = getattr(model, "input", None)
+        if not isinstance(inputs, dict) or "token_ids" not in inputs or "padding_mask" not in inputs:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} ({model.name}) is neither a keras-hub BERT-family model nor a functional "
+                f"Keras model taking a dict with token_ids and padding_mask; distillation cannot feed it")
+        output = getattr(model, "output", None)
+        if not isinstance(output, keras.KerasTensor) or len(output.shape) != 2:
+            raise UnsupportedModelError(f"{type(model).__name__} ({model.name}) must output one [batch, classes] "
+                                        f"logits tensor, got {output}")
+        self.wrapped = model
+        self.family = type(model).__name__
+        self.input_names = sorted(inputs)
+        self.num_layers = 0
+        self.embedding_dim = None
+        self.hidden_dims = []
+        self.num_heads = None
+        self.has_logits = True
+        self.num_classes = int(output.shape[-1])
+        self.with_attention = False
+
+    def call(self, inputs, training=False):
+        return {"logits": self.wrapped(inputs, training=training)}
+
+    select_inputs = IntermediateModel.select_inputs
+
+
+def internals_view(model, attention: bool = True):
+    """`IntermediateModel(model, attention)` for keras-hub models, `LogitsOnlyModel(model)` for other Keras
+    classifiers (which have no attention: asking for it raises AttentionUnavailableError)."""
+    if is_keras_hub_model(model):
+        return IntermediateModel(model, attention=attention)
+    if attention:
+        raise AttentionUnavailableError(
+            f"{type(model).__name__} ({model.name}) is not a transformer: it has no attention probabilities")
+    return LogitsOnlyModel(model)
