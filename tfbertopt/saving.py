@@ -25,6 +25,10 @@ import zipfile
 
 import keras
 
+# Registers every serializable class tfbertopt saves (layers, backbones, word-level students) before a load.
+import tfbertopt.distillation.word_students  # noqa: E402,F401
+import tfbertopt.layers  # noqa: E402,F401
+
 
 def load_model(path, compile: bool = True, safe_mode: bool = True):
     """`keras.saving.load_model` that also restores a keras-hub task's compiled optimizer state."""

@@ -158,3 +158,18 @@ def test_litert_export_float32_and_dynamic(kind, teacher, demo_data, tmp_path):
 
 def test_student_class_is_registered():
     assert keras.saving.get_registered_name(LstmStudent) == "tfbertopt>LstmStudent"
+
+
+def test_a_saved_word_student_loads_in_a_fresh_process(tmp_path):
+    """`tfbertopt.saving.load_model` registers every tfbertopt class itself: no import order, no custom_objects."""
+    import subprocess
+    import sys
+
+    from tfbertopt.distillation import bilstm_student
+    from tfbertopt.models import tiny_bert_classifier
+
+    path = str(tmp_path / "s.keras")
+    bilstm_student(tiny_bert_classifier(["a", "b", "c"], sequence_length=8), units=4, hidden_units=8).save(path)
+    code = f"from tfbertopt.saving import load_model; print(type(load_model({path!r})).__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("LstmStudent"), result.stderr[-2000:]

@@ -185,7 +185,10 @@ def measure_variant(model, variant: str, tags: list[str], baseline: str | None, 
     report = verify_litert(result.path, model, dev, quantized=quantization != "float32", features=features,
                            keras_logits=keras_logits, min_agreement=min_agreement, max_logit_diff=max_logit_diff)
     lat = {t: latency.litert_latency_ms(result.path, num_threads=t, runs=runs) for t in threads}
-    row = litert_row(variant, tags, baseline, result, report, dev.task.name, count_macs(model, sequence_length),
+    from tfbertopt.distillation.word_students import is_word_student, student_macs
+
+    macs = student_macs(model, sequence_length) if is_word_student(model) else count_macs(model, sequence_length)
+    row = litert_row(variant, tags, baseline, result, report, dev.task.name, macs,
                      count_params(model), peak_gmacs, lat.get(2), lat.get(1))
     row["dev_examples"] = len(dev)
     row.update(extra or {})
