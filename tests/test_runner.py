@@ -70,3 +70,41 @@ def test_pruning_stages_in_a_recipe(tmp_path):
                                           "intermediate_dim": 96}]
     assert encoder_shapes(load_model(state["02_structured_prune"]["model"])) == encoder_shapes(run.model)
     assert (out / "03_export" / "model_float32.tflite").exists()
+
+
+def test_factorize_stage_embeds_svds_shares_recovers_and_tags(tmp_path):
+    from tfbertopt.kernels import encoder_layers
+    from tfbertopt.saving import load_model
+
+    recipe = dict(RECIPE, stages=[
+        {"finetune": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}},
+        {"factorize": {"embedding_dim": 8, "param_fraction": 0.5, "share": "pairs", "recovery_epochs": 1,
+                       "distill_recovery": True, "learning_rate": 1e-3}},
+        {"export": {"quantization": ["float32"], "verify_examples": 32}},
+        {"benchmark": {"latency_runs": 2, "threads": [1]}}])
+    out = tmp_path / "out"
+    run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
+    state = json.loads((out / "state.json").read_text())["finished"]
+    stage = state["01_factorize"]
+    assert stage["params_after"] < stage["params_before"]
+    model = load_model(stage["model"])
+    assert model.backbone.embedding_dim == 8 and len(encoder_layers(model)) == 1
+    assert any(r.part for r in __import__("tfbertopt.kernels").kernels.find_kernels(model, roles=["ffn"]))
+    row = json.loads((out / "report.json").read_text())["rows"][0]
+    assert row["tags"][:5] == ["embedding-factorization", "sharing", "svd", "distill", "logits-kd"]
+    assert row["verified"] is True
+
+
+@pytest.mark.parametrize("options, message", [
+    ({}, "nothing to do"),
+    ({"rank": 4, "energy": 0.9}, "one SVD rule"),
+    ({"param_fraction": 1.5}, "param_fraction: must be in"),
+    ({"share": "triples"}, "share: expected"),
+    ({"embedding_dim": 0}, "embedding_dim: must be >= 1"),
+])
+def test_bad_factorize_options_are_named(tmp_path, options, message):
+    from tfbertopt.recipe import RecipeError
+
+    recipe = dict(RECIPE, stages=[{"factorize": options}])
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(_write(tmp_path, recipe))

@@ -99,6 +99,22 @@ STAGES = {
         "learning_rate": (3e-5, float, "peak AdamW learning rate"),
         "max_steps": (None, int, "cap on steps per epoch"),
     },
+    "factorize": {
+        "embedding_dim": (None, int, "ALBERT-style token embedding: V x E table + E x H projection, SVD-initialised"),
+        "rank": (None, int, "SVD: one rank for every selected kernel"),
+        "energy": (None, float, "SVD: per kernel, the smallest rank keeping this share of squared singular values"),
+        "param_fraction": (None, float, "SVD: global budget, the selected kernels keep this share of their weights"),
+        "roles": (["attention", "ffn"], list, "kernel roles to factorize by SVD"),
+        "share": (None, None, "cross-layer sharing: all | pairs | a group size | [[0-based layers], ...]"),
+        "share_init": ("average", ("average", "first"), "shared weights start from the group average or its first "
+                                                         "layer"),
+        "recovery_epochs": (1, int, "fine-tuning epochs after factorizing (0: none)"),
+        "distill_recovery": (False, bool, "recover by distilling from the model before factorization (KL on logits "
+                                          "+ hard labels) instead of plain fine-tuning"),
+        "batch_size": (32, int, "examples per step"),
+        "learning_rate": (5e-5, float, "peak AdamW learning rate of the recovery"),
+        "max_steps": (None, int, "cap on recovery steps per epoch"),
+    },
     "distill": {
         "teacher": ("previous", str, "previous (the model the previous stage produced; the recipe's model for a "
                                      "first stage), stage:N (the model earlier stage N, 0-based, saved), or a model "
@@ -156,7 +172,7 @@ DATA = {
     "demo_train_examples": (1024, int, "size of the synthetic demo training set"),
 }
 REQUIRED = ("name", "model", "task", "stages")
-TRAINING_STAGES = ("finetune", "prune", "structured_prune", "layerdrop", "distill")
+TRAINING_STAGES = ("finetune", "prune", "structured_prune", "layerdrop", "factorize", "distill")
 MODEL_STAGES = TRAINING_STAGES      # stages that save a model (a distill teacher may be "stage:N" of these)
 DISTILL_STUDENTS = ("every_other", "bilstm", "cnn", "previous")
 NARROW_KEYS = ("hidden_dim", "num_layers", "num_heads", "intermediate_dim")
@@ -234,11 +250,35 @@ def _parse_stage(i: int, stage) -> dict:
             raise RecipeError(f"{path}.prune.m_by_n: expected [N, M] integers with 0 < N < M, got {nm}")
     if name == "distill":
         _check_distill(f"{path}.distill", options)
+    if name == "factorize":
+        _check_factorize(f"{path}.factorize", options)
     for key in ("epochs", "batch_size", "latency_runs", "max_steps", "verify_examples", "sequence_length",
                 "length_grouping", "importance_batches", "frequency"):
         if options.get(key) is not None and options[key] < 1:
             raise RecipeError(f"{path}.{name}.{key}: must be >= 1, got {options[key]}")
     return {name: options}
+
+
+def _check_factorize(path: str, options: dict) -> None:
+    svd = [k for k in ("rank", "energy", "param_fraction") if options[k] is not None]
+    if len(svd) > 1:
+        raise RecipeError(f"{path}: give one SVD rule, not {svd}")
+    if not svd and options["embedding_dim"] is None and options["share"] is None:
+        raise RecipeError(f"{path}: nothing to do; set embedding_dim, one of rank/energy/param_fraction, or share")
+    for key in ("energy", "param_fraction"):
+        if options[key] is not None and not 0.0 < options[key] <= (1.0 if key == "energy" else 0.999999):
+            raise RecipeError(f"{path}.{key}: must be in (0, 1), got {options[key]}")
+    for key in ("rank", "embedding_dim"):
+        if options[key] is not None and options[key] < 1:
+            raise RecipeError(f"{path}.{key}: must be >= 1, got {options[key]}")
+    if options["recovery_epochs"] < 0:
+        raise RecipeError(f"{path}.recovery_epochs: must be >= 0, got {options['recovery_epochs']}")
+    share = options["share"]
+    if share is not None and not (share in ("all", "pairs") or (isinstance(share, int) and not isinstance(share, bool)
+                                                                and share >= 1)
+                                  or (isinstance(share, list) and all(isinstance(g, list) for g in share))):
+        raise RecipeError(f"{path}.share: expected all, pairs, a group size >= 1 or a list of layer lists, "
+                          f"got {share!r}")
 
 
 def student_kind(student) -> str:

@@ -202,6 +202,39 @@ def _stage_layerdrop(run: Run, options: dict, stage_dir: str, train, dev) -> dic
     return _save_stage_model(run, stage_dir, {"plan": summary})
 
 
+def _stage_factorize(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
+    from tfbertopt.factorization import factorize, factorize_embeddings, plan_factorization, share_layers
+    from tfbertopt.kernels import count_params
+    from tfbertopt.train import finetune
+
+    before, params = run.model, count_params(run.model)
+    model, done, tags = run.model, [], []
+    if options["embedding_dim"] is not None:
+        model = factorize_embeddings(model, dim=options["embedding_dim"])
+        done.append(f"embedding E={options['embedding_dim']}")
+        tags.append("embedding-factorization")
+    if options["share"] is not None:
+        model = share_layers(model, options["share"], init=options["share_init"])
+        done.append(f"sharing {options['share']} ({options['share_init']} init)")
+        tags.append("sharing")
+    rule = {k: options[k] for k in ("rank", "energy", "param_fraction") if options[k] is not None}
+    if rule:
+        plan = plan_factorization(model, roles=options["roles"], **rule)
+        model = factorize(model, plan)
+        done.append(f"SVD {rule}: {plan.summary()}")
+        tags.append("svd")
+    say(f"factorize: {'; '.join(done)}; {params:,} -> {count_params(model):,} weights")
+    if options["recovery_epochs"]:
+        teacher = before if options["distill_recovery"] else None
+        tags += ["distill", "logits-kd"] if teacher is not None else []
+        finetune(model, train, dev, epochs=options["recovery_epochs"], batch_size=options["batch_size"],
+                 learning_rate=options["learning_rate"], max_steps=options["max_steps"], seed=run.recipe["seed"],
+                 verbose=2, teacher=teacher)
+    run.model = model
+    return _save_stage_model(run, stage_dir, {"factorization": done, "tags": tags, "params_before": params,
+                                              "params_after": count_params(model)})
+
+
 TERM_TAGS = {"logits": "logits-kd", "hidden": "hidden-kd", "attention": "attention-kd", "embedding": "hidden-kd",
              "cls": "pkd"}
 
@@ -343,7 +376,8 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
 
     task = get_task(run.recipe["task"])
     exports = [e for out in run.state["finished"].values() for e in out.get("exports", [])]
-    distilled = [out for key, out in run.state["finished"].items() if key.endswith("_distill")]
+    # Stages that compress record their tags (distill, svd, sharing, ...); the exported model carries all of them.
+    stage_tags = [t for out in run.state["finished"].values() for t in out.get("tags", [])]
     say("benchmark: measuring this machine's LiteRT int8 matmul peak")
     peak = latency.int8_peak_gmacs(num_threads=2)
     say(f"benchmark: int8 peak {peak:.0f} GMAC/s (2 threads)")
@@ -357,9 +391,9 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
                for t in options["threads"]}
         result = ExportResult(e["path"], q, e["size_bytes"], e["ops"], e["sequence_length"], ())
         tags = VARIANT_TAGS[q] if base_variant else [t for t in VARIANT_TAGS[q] if t != "baseline"]
-        if distilled:   # the exported model is a distilled student, not the teacher (no baseline/teacher tags)
-            tags = distilled[-1].get("tags", ["distill"]) + [t for t in VARIANT_TAGS[q]
-                                                             if t not in ("baseline", "teacher", "finetune")]
+        if stage_tags:   # a compressed model, not the teacher (no baseline/teacher tags)
+            tags = list(dict.fromkeys(stage_tags)) + [t for t in VARIANT_TAGS[q]
+                                                      if t not in ("baseline", "teacher", "finetune")]
         macs = student_macs(run.model, e["sequence_length"]) if is_word_student(run.model) else \
             count_macs(run.model, e["sequence_length"])
         row = harness.litert_row(q, tags, None if q == base_variant else base_variant, result, report, task.name,
@@ -387,8 +421,8 @@ def command_line() -> str:
 
 
 STAGE_FUNCTIONS = {"finetune": _stage_finetune, "prune": _stage_prune, "structured_prune": _stage_structured_prune,
-                   "layerdrop": _stage_layerdrop, "distill": _stage_distill, "export": _stage_export,
-                   "benchmark": _stage_benchmark}
+                   "layerdrop": _stage_layerdrop, "factorize": _stage_factorize, "distill": _stage_distill,
+                   "export": _stage_export, "benchmark": _stage_benchmark}
 
 
 def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:

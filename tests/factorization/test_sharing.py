@@ -69,3 +69,15 @@ def test_bad_groups_are_named(bert4):
         share_layers(narrow, [[0, 1]])
     with pytest.raises(ValueError, match="already shares"):
         share_layers(share_layers(bert4, "pairs"), "all")
+
+
+def test_shared_layers_factorize_once(bert4, features):
+    from tfbertopt.factorization import factorize, plan_factorization
+
+    shared = share_layers(bert4, "pairs")
+    plan = plan_factorization(shared, param_fraction=0.5)
+    assert {layer for layer, _ in plan.ranks} == {0, 1}          # two unique encoder objects
+    small = factorize(shared, plan)
+    assert small.backbone.encoder_call_order == [0, 0, 1, 1] and len(encoder_layers(small)) == 2
+    full = factorize(shared, rank=32)
+    np.testing.assert_allclose(predict_logits(full, features), predict_logits(shared, features), atol=2e-4)

@@ -133,14 +133,15 @@ def factorize(model, plan: FactorizationPlan | None = None, **plan_options):
     specs = [dict(spec) for spec in source.backbone.layer_specs]
     values = {}
     refs = {(r.layer_index, r.role): r for r in find_kernels(source, roles=ENCODER_DENSE_ROLES)}
+    # Kernel refs index unique encoder objects; with cross-layer sharing, one object serves several specs.
+    owners = [i for i, spec in enumerate(specs) if spec.get("shared_with") is None]
     for key, r in plan.ranks.items():
         if r is None:
             continue
         layer, role = key
-        if specs[layer].get("shared_with") is not None:
-            raise ValueError(f"layer {layer} shares layer {specs[layer]['shared_with']}'s weights; factorize before "
-                             f"sharing")
-        specs[layer]["ranks"] = {**(specs[layer].get("ranks") or {}), role: int(r)}
+        for i, spec in enumerate(specs):
+            if i == owners[layer] or spec.get("shared_with") == owners[layer]:
+                spec["ranks"] = {**(spec.get("ranks") or {}), role: int(r)}
         ref = refs[key]
         u, s, vt = plan.svd[key]
         root = np.sqrt(s[:r])
