@@ -243,8 +243,10 @@ class Distiller(keras.Model):
             self.term_trackers[term].update_state(value)
             total = total + self.distillation_config.weight(term) * value
         for extra in self.losses:   # regularisation losses of the student / projections, as Keras' default adds
-            total = total + ops.cast(extra, "float32")
-        return total
+            total = total + ops.sum(ops.cast(extra, "float32"))
+        # Keras' convention under tf.distribute: a replica's loss is divided by the number of replicas (gradients
+        # are summed across replicas); the trainer multiplies it back for the logged `loss`.
+        return total / _replicas_in_sync()
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if y is None:
@@ -255,12 +257,26 @@ class Distiller(keras.Model):
     def _hard_loss(self, y, logits, sample_weight):
         fn = self._hard_loss_fn
         if isinstance(fn, keras.losses.Loss):
-            return fn(y, logits, sample_weight=sample_weight)
+            value = fn(y, logits, sample_weight=sample_weight)
+            if fn.reduction in ("sum_over_batch_size", "mean", "mean_with_sample_weight"):
+                # A keras Loss divides its mean by the number of replicas under tf.distribute; undo it so that
+                # every term is a plain per-replica mean (compute_loss scales the total once).
+                value = value * _replicas_in_sync()
+            return value
         return ops.mean(fn(y, logits))
 
 
 def _mean(values):
     return sum(values) / len(values)
+
+
+def _replicas_in_sync() -> int:
+    """Replicas of the current tf.distribute strategy (1 on other backends or outside a strategy)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return int(tf.distribute.get_strategy().num_replicas_in_sync)
 
 
 _LAYER_TERMS = ("hidden", "attention", "embedding", "cls")
