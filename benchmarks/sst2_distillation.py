@@ -13,6 +13,9 @@ Variants:
   student-3l-kd      same init, 0.5 hard CE + 0.5 Hinton KL at T=2 (DistilBERT's task-distillation loss).
   student-3l-tinybert  same init, KL + hidden-state MSE + attention-probability MSE + embedding MSE on a uniform
                      layer map (TinyBERT's losses in one stage).
+  bilstm / cnn       Tang et al.: a one-layer BiLSTM (150 units per direction) / a Kim CNN (100 filters of widths
+                     3, 4, 5) over a copy of the teacher's word embeddings, trained on the teacher's logits by MSE
+                     from an on-disk teacher-output cache (the teacher runs once), `--word-steps` steps, lr 1e-3.
   gmp-90 / gmp-90-kd  polynomial-decay magnitude pruning to 90% over 70% of `--gmp-steps` steps, without and with
                      the teacher's KL (distillation-guided pruning, issue 3's accuracy goal).
 """
@@ -31,7 +34,13 @@ from tfbertopt.bench import harness, latency  # noqa: E402
 from tfbertopt.bench.harness import StepTimer  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
-from tfbertopt.distillation import DistillationConfig, student_from_teacher  # noqa: E402
+from tfbertopt.distillation import (  # noqa: E402
+    DistillationConfig,
+    bilstm_student,
+    cache_teacher_outputs,
+    cnn_student,
+    student_from_teacher,
+)
 from tfbertopt.pruning import PolynomialDecay, UpdatePruningStep, get_pruning, prune_low_magnitude, strip_pruning  # noqa: E402,E501
 from tfbertopt.runner import command_line  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
@@ -41,7 +50,8 @@ KD = DistillationConfig(hard_label_weight=0.5, logits="kl", logits_weight=0.5, t
 TINYBERT = DistillationConfig(hard_label_weight=0.0, logits="kl", logits_weight=1.0, temperature=1.0, hidden="mse",
                               hidden_weight=1.0, attention="mse", attention_weight=1.0, embedding_weight=1.0,
                               layer_map="uniform")
-ALL = ["student-3l-kd", "student-3l-hard", "student-3l-tinybert", "gmp-90-kd", "gmp-90"]
+TANG = DistillationConfig(hard_label_weight=0.0, logits="mse", logits_weight=1.0)
+ALL = ["student-3l-kd", "student-3l-hard", "student-3l-tinybert", "gmp-90-kd", "gmp-90", "bilstm", "cnn"]
 
 
 def log(message: str) -> None:
@@ -54,11 +64,13 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default="../shared/data/glue")
     parser.add_argument("--steps", type=int, default=2000, help="training steps per student")
     parser.add_argument("--gmp-steps", type=int, default=2500, help="training steps per GMP variant")
+    parser.add_argument("--word-steps", type=int, default=4000, help="training steps per BiLSTM/CNN student")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--gmp-learning-rate", type=float, default=3e-5)
     parser.add_argument("--out", default="benchmarks/results/sst2_distillation.json")
     parser.add_argument("--work", default="runs/sst2-distillation")
     parser.add_argument("--runs", type=int, default=30, help="timed LiteRT runs per variant")
+    parser.add_argument("--train-examples", type=int, default=None, help="use the first N train examples (smoke runs)")
     parser.add_argument("--variants", default=",".join(ALL), help=f"comma-separated subset of {ALL}")
     args = parser.parse_args(argv)
     wanted = args.variants.split(",")
@@ -68,6 +80,8 @@ def main(argv=None) -> int:
 
     train = load_glue("sst2", "train", data_dir=args.data_dir)
     dev = load_glue("sst2", "dev", data_dir=args.data_dir)
+    if args.train_examples:
+        train = train.take(args.train_examples)
     os.makedirs(args.work, exist_ok=True)
     log(f"data: {len(train)} train, {len(dev)} dev; teacher {args.teacher}")
     teacher = load_model(args.teacher, compile=False)
@@ -84,19 +98,31 @@ def main(argv=None) -> int:
                               extra={"data": dev.source, "teacher": args.teacher, "steps_per_student": args.steps,
                                      "steps_per_gmp_variant": args.gmp_steps, "step_seconds": steps_seconds})
 
-    def tune(variant, model, steps, learning_rate, config=None, callbacks=()):
+    def tune(variant, model, steps, learning_rate, config=None, callbacks=(), source=None):
         timer = StepTimer()
         history = finetune(model, train, None, epochs=1, batch_size=32, learning_rate=learning_rate,
                            max_steps=steps, callbacks=[*callbacks, timer], verbose=2,
-                           teacher=teacher if config is not None else None, distillation=config)
+                           teacher=(source or teacher) if config is not None else None, distillation=config)
         steps_seconds[variant] = round(timer.median, 4)
         return {"train_seconds": round(history.history["train_seconds"][0], 1), "steps": steps,
                 "learning_rate": learning_rate, **({"distillation": config.get_config()} if config else {})}
 
     measure(teacher, "baseline", ["baseline", "teacher", "finetune"])
+    cache = None
     for variant in wanted:
         log(f"{variant}: start")
-        if variant.startswith("student-3l"):
+        if variant in ("bilstm", "cnn"):
+            if cache is None:
+                started = time.time()
+                cache = cache_teacher_outputs(teacher, train, os.path.join(args.work, "teacher_cache"),
+                                              overwrite=True)
+                steps_seconds["teacher_cache_seconds"] = round(time.time() - started, 1)
+            student = bilstm_student(teacher) if variant == "bilstm" else cnn_student(teacher)
+            extra = tune(variant, student, args.word_steps, 1e-3, TANG, source=cache)
+            measure(student, variant, ["distill", "logits-kd", variant],
+                    {**extra, "student": "BiLSTM 150x2 + dense 400" if variant == "bilstm" else
+                     "CNN 3x100 filters (3, 4, 5)", "teacher_cache": True})
+        elif variant.startswith("student-3l"):
             student = student_from_teacher(teacher, "every_other")
             student.trainable = True
             config = {"student-3l-kd": KD, "student-3l-hard": None, "student-3l-tinybert": TINYBERT}[variant]
