@@ -9,8 +9,8 @@ zeros or cut to that length; for a dynamic-shape export each example is trimmed 
 
 At most `steps` examples are used (100 by default), drawn without replacement with a fixed seed so that a sorted or
 label-ordered set still calibrates on a spread of examples. Bad input raises `ValueError` naming the problem: an
-empty set, a missing input, a non-integer dtype, a wrong rank, inputs of different lengths, token ids outside the
-vocabulary, or a padding mask that is not 0/1.
+empty set, a missing input, a non-integer dtype, a wrong rank, inputs of different lengths, values outside int32,
+token ids outside the vocabulary, segment ids outside the model's segments, or a padding mask that is not 0/1.
 
 Example:
 
@@ -85,6 +85,9 @@ def calibration_features(calibration, model, input_names, sequence_length: int |
         if value.ndim != 2:
             raise ValueError(f"calibration input '{name}' has shape {value.shape}; expected (examples, "
                              f"sequence_length)")
+        if value.size and (value.min() < np.iinfo(np.int32).min or value.max() > np.iinfo(np.int32).max):
+            raise ValueError(f"calibration input '{name}' holds values in [{value.min()}, {value.max()}], outside "
+                             f"the signature's int32 (they would wrap around)")
         arrays[name] = value
     counts = {name: len(v) for name, v in arrays.items()}
     if len(set(counts.values())) != 1:
@@ -107,6 +110,12 @@ def calibration_features(calibration, model, input_names, sequence_length: int |
     if ids is not None and ids.size and (ids.min() < 0 or (vocabulary_size and ids.max() >= vocabulary_size)):
         raise ValueError(f"calibration token_ids range over [{ids.min()}, {ids.max()}], outside the model's "
                          f"vocabulary [0, {vocabulary_size}); were they encoded with another tokenizer?")
+    num_segments = getattr(getattr(model, "backbone", None), "num_segments", None)
+    segments = arrays.get("segment_ids")
+    if segments is not None and segments.size and (segments.min() < 0 or (num_segments and
+                                                                         segments.max() >= num_segments)):
+        raise ValueError(f"calibration segment_ids range over [{segments.min()}, {segments.max()}], outside the "
+                         f"model's segments [0, {num_segments})")
     if "padding_mask" in arrays and not np.isin(arrays["padding_mask"], (0, 1)).all():
         raise ValueError("calibration padding_mask must hold only 0 and 1 (1 = real token)")
     if "padding_mask" in arrays and not arrays["padding_mask"].any(axis=1).all():
