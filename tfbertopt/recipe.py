@@ -387,18 +387,34 @@ def apply_override(raw: dict, assignment: str) -> None:
         raise RecipeError(f"--set {assignment}: expected KEY=VALUE, e.g. stages.finetune.epochs=3")
     key, value = assignment.split("=", 1)
     parts = key.strip().split(".")
-    value = yaml.safe_load(value)
+    if not all(parts):
+        raise RecipeError(f"--set {assignment}: KEY must be dot-separated names, e.g. stages.finetune.epochs=3")
+    value = _safe_load(value, f"--set {key}: the value")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         if isinstance(node, list):
             node = _stage_options(node, part, ".".join(parts[: depth + 1]))
             continue
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {key}: {'.'.join(parts[:depth]) or 'the recipe'} is not a mapping")
         if part not in node or node[part] is None:
             node[part] = {}
         node = node[part]
     if isinstance(node, list):
         raise RecipeError(f"--set {key}: name an option inside the stage, e.g. stages.finetune.epochs")
+    if not isinstance(node, dict):
+        raise RecipeError(f"--set {key}: {'.'.join(parts[:-1]) or 'the recipe'} is not a mapping")
     node[parts[-1]] = value
+
+
+def _safe_load(text, where: str):
+    """yaml.safe_load, with every way it can fail (bad syntax, unknown tags, impossible dates such as
+    2001-02-30, nesting too deep) reported as a RecipeError."""
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, IndexError, KeyError, ArithmeticError,
+            RecursionError) as e:   # PyYAML constructors fail with plain Python errors on e.g. "!!int" alone
+        raise RecipeError(f"{where}: not valid YAML: {e}") from None
 
 
 def _stage_options(stages: list, part: str, path: str) -> dict:
@@ -423,11 +439,13 @@ def load_recipe(path, overrides=()) -> dict:
     """Reads (yaml.safe_load), applies `--set` overrides and validates a recipe file."""
     if not os.path.exists(path):
         raise RecipeError(f"recipe file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    raw = _safe_load(text, path)
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: expected a mapping at the top level")
     for assignment in overrides:
