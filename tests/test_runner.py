@@ -101,6 +101,7 @@ def test_factorize_stage_embeds_svds_shares_recovers_and_tags(tmp_path):
     ({"param_fraction": 1.5}, "param_fraction: must be in"),
     ({"share": "triples"}, "share: expected"),
     ({"embedding_dim": 0}, "embedding_dim: must be >= 1"),
+    ({"share": "all", "share_parts": ["heads"]}, "share_parts: a non-empty subset"),
 ])
 def test_bad_factorize_options_are_named(tmp_path, options, message):
     from tfbertopt.recipe import RecipeError

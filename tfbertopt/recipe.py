@@ -106,6 +106,8 @@ STAGES = {
         "param_fraction": (None, float, "SVD: global budget, the selected kernels keep this share of their weights"),
         "roles": (["attention", "ffn"], list, "kernel roles to factorize by SVD"),
         "share": (None, None, "cross-layer sharing: all | pairs | a group size | [[0-based layers], ...]"),
+        "share_parts": (["attention", "ffn"], list, "what the shared layers share: attention and ffn (whole layers), "
+                                                    "or only one of them"),
         "share_init": ("average", ("average", "first"), "shared weights start from the group average or its first "
                                                          "layer"),
         "recovery_epochs": (1, int, "fine-tuning epochs after factorizing (0: none)"),
@@ -273,6 +275,8 @@ def _check_factorize(path: str, options: dict) -> None:
             raise RecipeError(f"{path}.{key}: must be >= 1, got {options[key]}")
     if options["recovery_epochs"] < 0:
         raise RecipeError(f"{path}.recovery_epochs: must be >= 0, got {options['recovery_epochs']}")
+    if not options["share_parts"] or any(p not in ("attention", "ffn") for p in options["share_parts"]):
+        raise RecipeError(f"{path}.share_parts: a non-empty subset of [attention, ffn], got {options['share_parts']}")
     share = options["share"]
     if share is not None and not (share in ("all", "pairs") or (isinstance(share, int) and not isinstance(share, bool)
                                                                 and share >= 1)

@@ -214,8 +214,9 @@ def _stage_factorize(run: Run, options: dict, stage_dir: str, train, dev) -> dic
         done.append(f"embedding E={options['embedding_dim']}")
         tags.append("embedding-factorization")
     if options["share"] is not None:
-        model = share_layers(model, options["share"], init=options["share_init"])
-        done.append(f"sharing {options['share']} ({options['share_init']} init)")
+        model = share_layers(model, options["share"], init=options["share_init"], parts=options["share_parts"])
+        done.append(f"sharing {'+'.join(options['share_parts'])} of {options['share']} ({options['share_init']} "
+                    f"init)")
         tags.append("sharing")
     rule = {k: options[k] for k in ("rank", "energy", "param_fraction") if options[k] is not None}
     if rule:

@@ -81,3 +81,56 @@ def test_shared_layers_factorize_once(bert4, features):
     assert small.backbone.encoder_call_order == [0, 0, 1, 1] and len(encoder_layers(small)) == 2
     full = factorize(shared, rank=32)
     np.testing.assert_allclose(predict_logits(full, features), predict_logits(shared, features), atol=2e-4)
+
+
+@pytest.mark.parametrize("part", ["attention", "ffn"])
+def test_sharing_one_block_keeps_the_rest_per_layer(bert4, demo_data, features, tmp_path, part):
+    from tfbertopt.export.litert import export_litert
+    from tfbertopt.kernels import find_kernels
+    from tfbertopt.pruning import ConstantSparsity, UpdatePruningStep, get_pruning, prune_low_magnitude
+    from tfbertopt.saving import load_model
+
+    from tfbertopt.export.litert import export_litert as export
+
+    # The unshared reference file is written before the layers are made identical: LiteRT stores identical
+    # constant buffers once, which would hide what sharing saves.
+    dense = export(bert4, str(tmp_path / "d.tflite"), "float32", sequence_length=16)
+    encoders = encoder_layers(bert4)
+    for i in (1, 2, 3):        # identical blocks: sharing them must change nothing
+        block = (lambda e: e._self_attention_layer) if part == "attention" else \
+            (lambda e: e._feedforward_intermediate_dense)
+        block(encoders[i]).set_weights(block(encoders[0]).get_weights())
+        if part == "ffn":
+            encoders[i]._feedforward_output_dense.set_weights(encoders[0]._feedforward_output_dense.get_weights())
+    shared = share_layers(bert4, "all", parts=[part])
+    np.testing.assert_allclose(predict_logits(shared, features), predict_logits(bert4, features), atol=1e-5)
+    layers = encoder_layers(shared)
+    assert len(layers) == 4 and shared.backbone.encoder_call_order == [0, 1, 2, 3]
+    same = (lambda e: e._self_attention_layer) if part == "attention" else (lambda e: e._feedforward_output_dense)
+    assert all(same(e) is same(layers[0]) for e in layers)
+    assert layers[1]._self_attention_layer_norm is not layers[0]._self_attention_layer_norm
+    assert count_params(shared) < count_params(bert4) and count_macs(shared) == count_macs(bert4)
+
+    path = str(tmp_path / "p.keras")
+    shared.save(path)
+    loaded = load_model(path)
+    assert same(encoder_layers(loaded)[3]) is same(encoder_layers(loaded)[0])
+    np.testing.assert_array_equal(predict_logits(loaded, features), predict_logits(shared, features))
+    small = export_litert(shared, str(tmp_path / "s.tflite"), "float32", sequence_length=16)
+    assert dense.size_bytes - small.size_bytes > 0.9 * (count_params(bert4) - count_params(shared)) * 4
+
+    # One mask per shared weight, exact sparsity after training.
+    prune_low_magnitude(shared, ConstantSparsity(0.5, 0, frequency=1), policy=None)
+    finetune(shared, demo_data[0], epochs=1, batch_size=16, max_steps=2, callbacks=[UpdatePruningStep()], verbose=0)
+    refs = find_kernels(shared, roles=[part])
+    assert len({id(r.variable) for r in refs}) < len(refs)
+    assert get_pruning(shared).overall_sparsity() == pytest.approx(0.5, abs=0.01)
+
+
+def test_block_sharing_errors(bert4):
+    from tfbertopt.factorization import factorize
+
+    with pytest.raises(ValueError, match="parts must be"):
+        share_layers(bert4, "all", parts=["embeddings"])
+    with pytest.raises(ValueError, match="factorize before sharing them"):
+        factorize(share_layers(bert4, "pairs", parts=["ffn"]), rank=4)

@@ -34,7 +34,7 @@ import numpy as np
 
 from tfbertopt.factorization import rank as rank_lib
 from tfbertopt.factorization.rebuild import as_pruned_bert, rebuild
-from tfbertopt.kernels import ENCODER_DENSE_ROLES, expand_roles, find_kernels, kernel_shape
+from tfbertopt.kernels import ENCODER_DENSE_ROLES, expand_roles, find_kernels, get_backbone, kernel_shape
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,11 @@ def plan_factorization(model, rank: int | None = None, energy: float | None = No
     refs = find_kernels(model, roles=wanted, layers=layers)
     if not refs:
         raise ValueError("no kernels matched roles/layers")
+    specs = getattr(get_backbone(model), "layer_specs", None) or []
+    if any(spec.get("attention_shared_with") is not None or spec.get("ffn_shared_with") is not None
+           for spec in specs):
+        raise ValueError("this model shares attention or FFN blocks across layers; factorize before sharing them "
+                         "(whole-layer sharing can be factorized)")
     factorized = sorted({f"layer {r.layer_index} {r.role}" for r in refs if r.part is not None})
     if factorized:
         raise ValueError(f"{factorized} are already factorized; plan from the dense model")

@@ -5,7 +5,8 @@ attention, FFN and LayerNorm weights stored once, as in ALBERT's all-shared sett
 group's element-wise average (`init="average"`) or from its first layer (`init="first"`). Fine-tune afterwards to
 recover. MACs are unchanged (every layer still runs); weights and file size shrink.
 
-Only whole layers are shared: sharing attention alone or the FFN alone (ALBERT's other settings) is not offered.
+`parts=("attention",)` or `("ffn",)` shares only the attention block or only the FFN kernels (ALBERT's
+shared-attention and shared-FFN settings); each layer keeps its own LayerNorms then.
 
 Example:
 
@@ -15,6 +16,10 @@ Example:
 >>> shared = share_layers(clf, "pairs")        # (0, 1) and (2, 3)
 >>> len(shared.backbone.transformer_layers), shared.backbone.encoder_call_order
 (2, [0, 0, 1, 1])
+>>> ffn = share_layers(clf, "all", parts=["ffn"])
+>>> layers = ffn.backbone.transformer_layers
+>>> layers[3]._feedforward_output_dense is layers[0]._feedforward_output_dense, len(layers)
+(True, 4)
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from tfbertopt.kernels import encoder_layers
 logger = logging.getLogger(__name__)
 
 INITS = ("average", "first")
+PARTS = ("attention", "ffn")
+SHARE_KEYS = ("shared_with", "attention_shared_with", "ffn_shared_with")
 
 
 def sharing_groups(spec, num_layers: int) -> list[list[int]]:
@@ -56,32 +63,55 @@ def sharing_groups(spec, num_layers: int) -> list[list[int]]:
     return groups
 
 
-def share_layers(model, groups="pairs", init: str = "average"):
-    """A new classifier whose layers in each of `groups` share one set of weights (see the module docstring).
+def _part_weights(encoder, part: str) -> list:
+    if part == "attention":
+        return encoder._self_attention_layer.weights
+    return encoder._feedforward_intermediate_dense.weights + encoder._feedforward_output_dense.weights
+
+
+def share_layers(model, groups="pairs", init: str = "average", parts=PARTS):
+    """A new classifier whose layers in each of `groups` share one set of weights (see the module docstring):
+    whole layers when `parts` is both "attention" and "ffn", else only the named block.
 
     Raises:
-      ValueError: malformed groups, an unknown `init`, layers of different shapes in one group, a model that
-        already shares layers.
+      ValueError: malformed groups or parts, an unknown `init`, layers of different shapes in one group, a model
+        that already shares layers.
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    parts = [parts] if isinstance(parts, str) else list(parts)
+    if not parts or any(p not in PARTS for p in parts):
+        raise ValueError(f"parts must be a non-empty subset of {PARTS}, got {parts!r}")
+    whole = set(parts) == set(PARTS)
     source = as_pruned_bert(model)
     specs = [dict(spec) for spec in source.backbone.layer_specs]
-    if any(spec.get("shared_with") is not None for spec in specs):
+    if any(spec.get(k) is not None for spec in specs for k in SHARE_KEYS):
         raise ValueError("this model already shares layers; share from the unshared model")
     encoders = encoder_layers(source)
     values = {}
+    keys = {"attention": ("num_heads", "key_dim"), "ffn": ("intermediate_dim",)}
     for group in sharing_groups(groups, len(specs)):
         leader = group[0]
-        shapes = {i: {k: specs[i].get(k) for k in ("num_heads", "key_dim", "intermediate_dim", "ranks")}
-                  for i in group}
-        if any(shapes[i] != shapes[leader] for i in group):
-            raise ValueError(f"layers {group} cannot share weights: their shapes differ {shapes}")
+
+        def shape(i):
+            ranks = {r: v for r, v in (specs[i].get("ranks") or {}).items() if r.split("_")[0] in parts}
+            return {**{k: specs[i].get(k) for p in parts for k in keys[p]}, "ranks": ranks}
+
+        if any(shape(i) != shape(leader) for i in group):
+            raise ValueError(f"layers {group} cannot share weights: their shapes differ "
+                             f"{ {i: shape(i) for i in group} }")
         for i in group[1:]:
-            specs[i]["shared_with"] = leader
+            if whole:
+                specs[i]["shared_with"] = leader
+            else:
+                for p in parts:
+                    specs[i][f"{p}_shared_with"] = leader
         if init == "average" and len(group) > 1:
-            for k, w in enumerate(encoders[leader].weights):
-                values[w.path] = np.mean([np.asarray(encoders[i].weights[k]) for i in group], axis=0)
+            def weights(i):
+                return encoders[i].weights if whole else [w for p in parts for w in _part_weights(encoders[i], p)]
+
+            for k, w in enumerate(weights(leader)):
+                values[w.path] = np.mean([np.asarray(weights(i)[k]) for i in group], axis=0)
     new = rebuild(source, specs, values=values)
-    logger.info("shared: %s", groups)
+    logger.info("shared %s: %s", "+".join(parts), groups)
     return new

@@ -6,7 +6,7 @@ produce a smaller ordinary Keras model that `BertTextClassifier` wraps, saves, l
 
 Factorization and sharing use the same backbone: a spec's `ranks` (kernel role -> rank) makes those projections
 low-rank; a spec's `shared_with: j` makes layer i call layer j's encoder object again (ALBERT's cross-layer
-sharing: the weights exist once); `embedding_dim=E` < `hidden_dim` factorizes the token embedding into a V x E
+sharing: the weights exist once); `attention_shared_with: j` / `ffn_shared_with: j` share only that block; `embedding_dim=E` < `hidden_dim` factorizes the token embedding into a V x E
 table and an E x H `embedding_projection` (ALBERT's factorized embedding; position and segment embeddings stay H).
 
 Example:
@@ -62,14 +62,18 @@ class PrunedBertBackbone(Backbone):
         self.embeddings_layer_norm = keras.layers.LayerNormalization(
             axis=-1, epsilon=1e-12, dtype=dtype, name="embeddings_layer_norm")
         self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
-        self.transformer_layers = [
-            PrunedTransformerEncoder(
+        self.transformer_layers, by_position = [], {}
+        for i, spec in enumerate(layer_specs):
+            if spec.get("shared_with") is not None:
+                continue
+            donors = {f"{part}_donor": by_position[spec[f"{part}_shared_with"]] for part in ("attention", "ffn")
+                      if spec.get(f"{part}_shared_with") is not None}
+            by_position[i] = PrunedTransformerEncoder(
                 num_heads=spec["num_heads"], key_dim=spec["key_dim"], intermediate_dim=spec["intermediate_dim"],
                 activation=_gelu_approximate, dropout=dropout, layer_norm_epsilon=1e-12, kernel_initializer=init,
                 layerdrop=layerdrop, layerdrop_seed=1009 * (i + 1), ranks=spec.get("ranks"), dtype=dtype,
-                name=f"transformer_layer_{i}")
-            for i, spec in enumerate(layer_specs) if spec.get("shared_with") is None
-        ]
+                name=f"transformer_layer_{i}", **donors)
+            self.transformer_layers.append(by_position[i])
         # Unique encoder objects in call order: a shared layer is called again, its weights stored once.
         self.encoder_call_order = order
         self.pooled_dense = keras.layers.Dense(hidden_dim, kernel_initializer=init, activation="tanh", dtype=dtype,
@@ -130,4 +134,19 @@ def _call_order(layer_specs) -> list[int]:
                 j = layer_specs[j]["shared_with"]
             unique_of[i] = unique_of[j]
         order.append(unique_of[i])
+        parts = {"attention": ("num_heads", "key_dim"), "ffn": ("intermediate_dim",)}
+        for part, keys in parts.items():
+            j = spec.get(f"{part}_shared_with")
+            if j is None:
+                continue
+            if spec.get("shared_with") is not None:
+                raise ValueError(f"layer {i}: shared_with already shares the whole layer; drop {part}_shared_with")
+            if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < i or \
+                    layer_specs[j].get("shared_with") is not None:
+                raise ValueError(f"layer {i}: {part}_shared_with must be an earlier layer that owns its weights "
+                                 f"(0..{i - 1}, not itself shared), got {j!r}")
+            ranks = {r: v for r, v in (spec.get("ranks") or {}).items() if r.startswith(part)}
+            donor_ranks = {r: v for r, v in (layer_specs[j].get("ranks") or {}).items() if r.startswith(part)}
+            if any(spec.get(k) != layer_specs[j].get(k) for k in keys) or ranks != donor_ranks:
+                raise ValueError(f"layer {i} cannot share layer {j}'s {part}: their {part} shapes differ")
     return order

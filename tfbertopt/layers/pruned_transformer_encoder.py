@@ -5,7 +5,9 @@ would derive a head size of 384 // 7. This one takes `key_dim` explicitly. With 
 skipped (its input passed through) with that probability per training batch (Fan et al. 2020); at inference it
 always runs. Layers draw independently (give each its own `layerdrop_seed`). `ranks` (kernel role -> rank, roles
 as in `tfbertopt.kernels`: attention_query/key/value/output, ffn_intermediate/output) makes those projections
-`LowRankEinsumDense` factor pairs (low-rank factorization).
+`LowRankEinsumDense` factor pairs (low-rank factorization). `attention_donor` / `ffn_donor` (another, already built
+encoder, passed by the backbone that owns both; not part of the config) make this layer use that layer's attention
+block or FFN kernels (ALBERT's attention-only / FFN-only cross-layer sharing); LayerNorms stay per layer.
 
 Example:
 
@@ -34,8 +36,9 @@ FFN_RANK_ROLES = ("ffn_intermediate", "ffn_output")
 @keras.saving.register_keras_serializable(package="tfbertopt")
 class PrunedTransformerEncoder(TransformerEncoder):
     def __init__(self, intermediate_dim, num_heads, key_dim=None, layerdrop: float = 0.0, layerdrop_seed=None,
-                 ranks=None, **kwargs):
+                 ranks=None, attention_donor=None, ffn_donor=None, **kwargs):
         super().__init__(intermediate_dim=intermediate_dim, num_heads=num_heads, **kwargs)
+        self._attention_donor, self._ffn_donor = attention_donor, ffn_donor
         if not 0.0 <= layerdrop < 1.0:
             raise ValueError(f"layerdrop must be in [0, 1), got {layerdrop}")
         if num_heads < 1 or intermediate_dim < 1:
@@ -54,7 +57,7 @@ class PrunedTransformerEncoder(TransformerEncoder):
         self._layerdrop_seed = keras.random.SeedGenerator(layerdrop_seed) if layerdrop else None
 
     def build(self, inputs_shape):
-        if self.key_dim is None and not self.ranks:
+        if self.key_dim is None and not self.ranks and self._attention_donor is None and self._ffn_donor is None:
             return super().build(inputs_shape)
         # keras-hub's build() derives the head size from hidden // heads; this is the same build with our key_dim
         # (and low-rank projections where `ranks` says).
@@ -66,11 +69,14 @@ class PrunedTransformerEncoder(TransformerEncoder):
 
         dense = dict(kernel_initializer=init(self.kernel_initializer), bias_initializer=init(self.bias_initializer),
                      dtype=self.dtype_policy)
-        self._self_attention_layer = LowRankMultiHeadAttention(
-            num_heads=self.num_heads, key_dim=key_dim, dropout=self.dropout, output_shape=(hidden_dim,),
-            ranks={ATTENTION_RANK_ROLES[k]: v for k, v in self.ranks.items() if k in ATTENTION_RANK_ROLES},
-            name="self_attention_layer", **dense)
-        self._self_attention_layer.build(query_shape=inputs_shape, value_shape=inputs_shape)
+        if self._attention_donor is not None:      # shared: the donor's (built) attention block, weights and all
+            self._self_attention_layer = self._attention_donor._self_attention_layer
+        else:
+            self._self_attention_layer = LowRankMultiHeadAttention(
+                num_heads=self.num_heads, key_dim=key_dim, dropout=self.dropout, output_shape=(hidden_dim,),
+                ranks={ATTENTION_RANK_ROLES[k]: v for k, v in self.ranks.items() if k in ATTENTION_RANK_ROLES},
+                name="self_attention_layer", **dense)
+            self._self_attention_layer.build(query_shape=inputs_shape, value_shape=inputs_shape)
         self._self_attention_layer_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="self_attention_layer_norm")
         self._self_attention_layer_norm.build(inputs_shape)
@@ -79,13 +85,17 @@ class PrunedTransformerEncoder(TransformerEncoder):
         self._feedforward_layer_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="feedforward_layer_norm")
         self._feedforward_layer_norm.build(inputs_shape)
-        self._feedforward_intermediate_dense = _dense(
-            self.intermediate_dim, self.ranks.get("ffn_intermediate"), activation=self.activation,
-            name="feedforward_intermediate_dense", **dense)
-        self._feedforward_intermediate_dense.build(inputs_shape)
-        self._feedforward_output_dense = _dense(hidden_dim, self.ranks.get("ffn_output"),
-                                                name="feedforward_output_dense", **dense)
-        self._feedforward_output_dense.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
+        if self._ffn_donor is not None:            # shared: the donor's FFN kernels
+            self._feedforward_intermediate_dense = self._ffn_donor._feedforward_intermediate_dense
+            self._feedforward_output_dense = self._ffn_donor._feedforward_output_dense
+        else:
+            self._feedforward_intermediate_dense = _dense(
+                self.intermediate_dim, self.ranks.get("ffn_intermediate"), activation=self.activation,
+                name="feedforward_intermediate_dense", **dense)
+            self._feedforward_intermediate_dense.build(inputs_shape)
+            self._feedforward_output_dense = _dense(hidden_dim, self.ranks.get("ffn_output"),
+                                                    name="feedforward_output_dense", **dense)
+            self._feedforward_output_dense.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
         self._feedforward_dropout = keras.layers.Dropout(
             rate=self.dropout, dtype=self.dtype_policy, name="feedforward_dropout")
         self.built = True

@@ -36,6 +36,8 @@ class PruningPolicy:
         if self.exclude:
             regex = re.compile(self.exclude)
             refs = [r for r in refs if not regex.search(r.path)]
+        seen = set()     # a weight shared across layers (attention/FFN sharing) gets one mask
+        refs = [r for r in refs if not (id(r.variable) in seen or seen.add(id(r.variable)))]
         if not refs:
             raise ValueError(f"pruning policy {self!r} matches no kernel of {type(model).__name__}; see "
                              f"`tfbertopt kernels MODEL` for the kernels and their roles")
