@@ -55,6 +55,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 
@@ -212,7 +213,14 @@ def cache_teacher_outputs(teacher, data, path, logits: bool = True, hidden_layer
         array[...] = 0
     start = 0
     names = [k for k in ("token_ids", "padding_mask", "segment_ids") if k in features]
-    for x in make_dataset({k: features[k] for k in names}, None, batch_size=batch_size, shuffle=False):
+    batches = -(-meta["num_examples"] // batch_size)
+    every = max(1, batches // 10)
+    started = time.time()
+    for i, x in enumerate(make_dataset({k: features[k] for k in names}, None, batch_size=batch_size,
+                                       shuffle=False)):
+        if verbose and i and i % every == 0:
+            per = (time.time() - started) / i
+            print(f"teacher cache: batch {i}/{batches}, ~{per * (batches - i) / 60:.1f} min left", flush=True)
         out = view(view.select_inputs(x), training=False)
         b, w = int(x["token_ids"].shape[0]), int(x["token_ids"].shape[1])
         rows = slice(start, start + b)
