@@ -46,8 +46,6 @@ def test_litert_stores_shared_weights_once(bert4, demo_data, tmp_path):
 
     shared = share_layers(bert4, "all")
     dense = export_litert(bert4, str(tmp_path / "d.tflite"), "float32", sequence_length=16)
-    if part == "attention":     # the file-size and pruning checks below run once (ffn) to keep the suite short
-        return
     small = export_litert(shared, str(tmp_path / "s.tflite"), "float32", sequence_length=16)
     saved = (count_params(bert4) - count_params(shared)) * 4
     assert dense.size_bytes - small.size_bytes > 0.9 * saved
