@@ -371,9 +371,7 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
     from tfbertopt.bench import harness, latency
     from tfbertopt.export.litert import ExportResult
     from tfbertopt.export.verify import VerificationReport
-    from tfbertopt.kernels import count_macs, count_params
-
-    from tfbertopt.distillation.word_students import is_word_student, student_macs
+    from tfbertopt.kernels import count_params
 
     task = get_task(run.recipe["task"])
     exports = [e for out in run.state["finished"].values() for e in out.get("exports", [])]
@@ -395,10 +393,9 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
         if stage_tags:   # a compressed model, not the teacher (no baseline/teacher tags)
             tags = list(dict.fromkeys(stage_tags)) + [t for t in VARIANT_TAGS[q]
                                                       if t not in ("baseline", "teacher", "finetune")]
-        macs = student_macs(run.model, e["sequence_length"]) if is_word_student(run.model) else \
-            count_macs(run.model, e["sequence_length"])
         row = harness.litert_row(q, tags, None if q == base_variant else base_variant, result, report, task.name,
-                                 macs, params, peak, lat.get(2), lat.get(1))
+                                 harness.model_macs(run.model, e["sequence_length"]), params, peak, lat.get(2),
+                                 lat.get(1))
         if q == base_variant:
             row["keras_examples_per_s"] = round(harness.keras_throughput(run.model, e["sequence_length"]), 2)
         row["dev_examples"] = e["dev_examples"]
@@ -436,8 +433,6 @@ def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
     for key, outputs in run.state["finished"].items():
         model_path = outputs.get("model", model_path)
     if model_path and os.path.exists(model_path):
-        import tfbertopt.distillation.word_students  # noqa: F401  (registers the BiLSTM/CNN student classes)
-
         say(f"resuming: loading {model_path}")
         run.model = saving.load_model(model_path)
     else:

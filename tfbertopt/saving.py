@@ -25,14 +25,12 @@ import zipfile
 
 import keras
 
-# Registers every serializable class tfbertopt saves (layers, backbones, word-level students) before a load.
-import tfbertopt.distillation.word_students  # noqa: E402,F401
-import tfbertopt.layers  # noqa: E402,F401
-
 
 def load_model(path, compile: bool = True, safe_mode: bool = True):
     """`keras.saving.load_model` that also restores a keras-hub task's compiled optimizer state."""
     import keras_hub  # noqa: F401  (registers keras-hub classes)
+    import tfbertopt.distillation.word_students  # noqa: F401  (registers the BiLSTM/CNN students)
+    import tfbertopt.layers  # noqa: F401  (registers tfbertopt's layers and backbones)
     import tfbertopt.train  # noqa: F401  (registers the learning-rate schedule)
 
     # Keras warns that it skipped compile() and the optimizer's variables: that is what is restored here.

@@ -187,12 +187,11 @@ def finetune(
         from tfbertopt.distillation import Distiller
 
         fit_model = Distiller(model, teacher, distillation, teacher_weights=teacher_weights)
-        fit_model.compile(optimizer=optimizer, loss=loss_for(task), metrics=metrics)
+    elif distillation is not None:
+        raise ValueError("distillation options were given without a teacher; pass teacher=...")
     else:
-        if distillation is not None:
-            raise ValueError("distillation options were given without a teacher; pass teacher=...")
         fit_model = model
-        model.compile(optimizer=optimizer, loss=loss_for(task), metrics=metrics)
+    fit_model.compile(optimizer=optimizer, loss=loss_for(task), metrics=metrics)
     train_ds = make_dataset(train_features, train.labels, batch_size, shuffle=True, seed=seed,
                             repeat_epochs=epochs + 1, sort_window=length_grouping)
     cbs = list(callbacks or [])

@@ -163,6 +163,15 @@ def litert_row(variant: str, tags: list[str], baseline: str, export_result, repo
     return row
 
 
+def model_macs(model, sequence_length: int = 128) -> int:
+    """MACs of one sequence for any classifier tfbertopt exports: keras-hub transformers (`kernels.count_macs`)
+    and the BiLSTM/CNN word-level students (`word_students.student_macs`)."""
+    from tfbertopt.distillation.word_students import is_word_student, student_macs
+    from tfbertopt.kernels import count_macs
+
+    return student_macs(model, sequence_length) if is_word_student(model) else count_macs(model, sequence_length)
+
+
 def measure_variant(model, variant: str, tags: list[str], baseline: str | None, dev, out_dir, peak_gmacs=None,
                     quantization: str = "float32", sequence_length: int = 128, threads=(2, 1), runs: int = 30,
                     features: dict | None = None, extra: dict | None = None, min_agreement: float = 0.995,
@@ -175,7 +184,7 @@ def measure_variant(model, variant: str, tags: list[str], baseline: str | None, 
     from tfbertopt.data.pipeline import encode
     from tfbertopt.export.litert import export_litert
     from tfbertopt.export.verify import verify_litert
-    from tfbertopt.kernels import count_macs, count_params
+    from tfbertopt.kernels import count_params
     from tfbertopt.train import predict_logits
 
     features = features if features is not None else encode(dev.texts, model.preprocessor)
@@ -185,10 +194,7 @@ def measure_variant(model, variant: str, tags: list[str], baseline: str | None, 
     report = verify_litert(result.path, model, dev, quantized=quantization != "float32", features=features,
                            keras_logits=keras_logits, min_agreement=min_agreement, max_logit_diff=max_logit_diff)
     lat = {t: latency.litert_latency_ms(result.path, num_threads=t, runs=runs) for t in threads}
-    from tfbertopt.distillation.word_students import is_word_student, student_macs
-
-    macs = student_macs(model, sequence_length) if is_word_student(model) else count_macs(model, sequence_length)
-    row = litert_row(variant, tags, baseline, result, report, dev.task.name, macs,
+    row = litert_row(variant, tags, baseline, result, report, dev.task.name, model_macs(model, sequence_length),
                      count_params(model), peak_gmacs, lat.get(2), lat.get(1))
     row["dev_examples"] = len(dev)
     row.update(extra or {})
