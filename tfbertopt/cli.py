@@ -1,4 +1,5 @@
-"""Command line: `tfbertopt run RECIPE`, `tfbertopt setup-model ALIAS`, `tfbertopt kernels MODEL`."""
+"""Command line: `tfbertopt run RECIPE`, `tfbertopt setup-model ALIAS`, `tfbertopt kernels MODEL`,
+`tfbertopt report RESULTS... --out DIR`."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ def main(argv=None) -> int:
     kernels = sub.add_parser("kernels", help="list the compressible kernels the discovery module finds")
     kernels.add_argument("model")
     kernels.add_argument("--num-classes", type=int, default=2)
+    report = sub.add_parser("report", help="accuracy-vs-size and accuracy-vs-speed-up plots (Pareto front) of "
+                                           "results JSON files")
+    report.add_argument("results", nargs="+", help="results files, e.g. benchmarks/results/*.json")
+    report.add_argument("--out", default=".", help="folder for the PNGs (default: current folder)")
+    report.add_argument("--task", default="sst2", help="GLUE task to plot (default sst2; 'all' for every row)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -52,6 +58,10 @@ def main(argv=None) -> int:
                 print(f"{ref.role:22s} {'' if ref.layer_index is None else ref.layer_index:>3} "
                       f"{str(ref.shape):18s} {ref.path}")
             print(f"MACs per sequence at 128 tokens: {count_macs(model, 128) / 1e9:.3f} G")
+        elif args.command == "report":
+            from tfbertopt.bench import pareto
+
+            return pareto.main([*args.results, "--out", args.out, "--task", args.task])
     except (RecipeError, ModelSourceError, FileNotFoundError) as e:
         print(f"tfbertopt: error: {e}", file=sys.stderr)
         return 2

@@ -408,7 +408,16 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
     if options["results"]:
         harness.write_results(options["results"], run.recipe["name"], command, rows, peak, extra=extra)
     print(harness.markdown_table(doc["rows"]), flush=True)
-    return {"report": os.path.join(run.dir, "report.json"), "rows": rows}
+    outputs = {"report": os.path.join(run.dir, "report.json"), "rows": rows}
+    from tfbertopt.bench import pareto
+
+    try:   # the plots are extras: report.json/.md above are the essential outputs
+        points, _ = pareto.points_from_results(doc, run.recipe["name"])
+        outputs["plots"] = [str(p) for p in pareto.plot_pareto(points, run.dir, task=task.name)]
+        say(f"benchmark: plots {', '.join(outputs['plots'])}")
+    except ImportError as e:
+        say(f"benchmark: no accuracy-vs-size/latency plots: {e}")
+    return outputs
 
 
 def command_line() -> str:
