@@ -109,3 +109,30 @@ def test_bad_factorize_options_are_named(tmp_path, options, message):
     recipe = dict(RECIPE, stages=[{"factorize": options}])
     with pytest.raises(RecipeError, match=message):
         load_recipe(_write(tmp_path, recipe))
+
+
+def test_qat_stage_then_int8_export(tmp_path):
+    from tfbertopt.quantization import activation_ranges, is_quantized
+    from tfbertopt.saving import load_model
+
+    recipe = dict(RECIPE, stages=[
+        {"finetune": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}},
+        {"qat": {"max_steps": 3, "calibration_steps": 16, "distill": True}},
+        {"export": {"quantization": ["int8"], "verify_examples": 32, "min_agreement": 0.9,
+                    "calibration_steps": 16}},
+        {"benchmark": {"latency_runs": 2, "threads": [1]}}])
+    out = tmp_path / "out"
+    run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
+    model = load_model(str(out / "01_qat" / "model.keras"))
+    assert is_quantized(model) and len(activation_ranges(model)) == 2 * 13 + 2
+    row, = json.loads((out / "report.json").read_text())["rows"]
+    assert row["tags"][0] == "qat" and "ptq-int8" in row["tags"] and row["verified"] is True
+    assert row["float_ops"] >= 0
+
+
+def test_qat_stage_options_are_validated(tmp_path):
+    from tfbertopt.recipe import RecipeError
+
+    bad = dict(RECIPE, stages=[{"qat": {"points": ["softmax"]}}])
+    with pytest.raises(RecipeError, match=r"stages\[0\].qat.points"):
+        load_recipe(_write(tmp_path, bad))

@@ -25,7 +25,7 @@ Example:
 >>> parse_recipe({"name": "x", "model": "demo", "task": "sst2", "stages": [{"finetun": {}}]})
 Traceback (most recent call last):
 ...
-tfbertopt.recipe.RecipeError: stages[0]: unknown stage 'finetun' (did you mean 'finetune'?); known stages: finetune, prune, structured_prune, layerdrop, factorize, distill, export, benchmark
+tfbertopt.recipe.RecipeError: stages[0]: unknown stage 'finetun' (did you mean 'finetune'?); known stages: finetune, prune, structured_prune, layerdrop, factorize, distill, qat, export, benchmark
 
 A `distill` stage trains a student from a teacher with `tfbertopt.distillation.Distiller` (see `DISTILL_STUDENTS`):
 
@@ -140,8 +140,23 @@ STAGES = {
                                "on disk and train from them"),
         "cache_max_bytes": (1_000_000_000, int, "refuse a teacher cache larger than this"),
     },
+    "qat": {
+        "points": (["embeddings", "linear", "attention", "gelu", "residual", "layer_norm"], list,
+                   "activations that carry an int8 fake-quant (see tfbertopt.quantization.QuantizationConfig)"),
+        "symmetric_activations": (False, bool, "symmetric activation ranges (Q8BERT) instead of LiteRT's asymmetric"),
+        "ema_decay": (0.99, float, "decay of the moving averages of activation min/max"),
+        "calibration_steps": (100, int, "training examples whose min/max start the activation ranges"),
+        "distill": (False, bool, "add the float model's logits as a teacher (0.5 hard labels + 0.5 KL at T=2)"),
+        "epochs": (1, int, "quantization-aware fine-tuning epochs"),
+        "batch_size": (32, int, "examples per step"),
+        "learning_rate": (2e-5, float, "peak AdamW learning rate"),
+        "max_steps": (None, int, "cap on steps per epoch"),
+    },
     "export": {
-        "quantization": (["float32", "float16", "dynamic"], list, "LiteRT variants: float32, float16, dynamic"),
+        "quantization": (["float32", "float16", "dynamic"], list,
+                         "LiteRT variants: float32, float16, dynamic, int8 (full integer, calibrated on training "
+                         "examples; after a qat stage its ranges come from training)"),
+        "calibration_steps": (100, int, "training examples that calibrate an int8 export"),
         "sequence_length": (None, int, "fixed input length (default: the recipe's sequence_length)"),
         "verify_examples": (None, int, "verify each file on the first N dev examples (default: all)"),
         "min_agreement": (0.995, float, "quantized exports must agree with Keras on this share of labels"),
@@ -154,7 +169,7 @@ STAGES = {
         "threads": ([2, 1], list, "LiteRT thread counts to time"),
     },
 }
-QUANTIZATION_CHOICES = ("float32", "float16", "dynamic")
+QUANTIZATION_CHOICES = ("float32", "float16", "dynamic", "int8")
 TOP_LEVEL = {
     "name": (None, str, "recipe name (output folder name)"),
     "model": (None, str, "model source"),
@@ -174,7 +189,7 @@ DATA = {
     "demo_train_examples": (1024, int, "size of the synthetic demo training set"),
 }
 REQUIRED = ("name", "model", "task", "stages")
-TRAINING_STAGES = ("finetune", "prune", "structured_prune", "layerdrop", "factorize", "distill")
+TRAINING_STAGES = ("finetune", "prune", "structured_prune", "layerdrop", "factorize", "distill", "qat")
 MODEL_STAGES = TRAINING_STAGES      # stages that save a model (a distill teacher may be "stage:N" of these)
 DISTILL_STUDENTS = ("every_other", "bilstm", "cnn", "previous")
 NARROW_KEYS = ("hidden_dim", "num_layers", "num_heads", "intermediate_dim")
@@ -243,6 +258,14 @@ def _parse_stage(i: int, stage) -> dict:
         for q in options["quantization"]:
             if q not in QUANTIZATION_CHOICES:
                 raise RecipeError(f"{path}.export.quantization: unknown '{q}'; choose from {QUANTIZATION_CHOICES}")
+    if name == "qat":
+        from tfbertopt.quantization.config import POINTS
+
+        unknown = [p for p in options["points"] if p not in POINTS]
+        if unknown or not options["points"]:
+            raise RecipeError(f"{path}.qat.points: unknown {unknown or 'empty list'}; choose from {list(POINTS)}")
+        if not 0.0 <= options["ema_decay"] < 1.0:
+            raise RecipeError(f"{path}.qat.ema_decay: must be in [0, 1), got {options['ema_decay']}")
     for key in ("final_sparsity", "initial_sparsity", "head_fraction", "neuron_fraction", "rate"):
         if key in options and not 0.0 <= options[key] < 1.0:
             raise RecipeError(f"{path}.{name}.{key}: must be in [0, 1), got {options[key]}")

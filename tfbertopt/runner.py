@@ -338,6 +338,29 @@ def _stage_distill(run: Run, options: dict, stage_dir: str, train, dev, index: i
                                               "cached_teacher": bool(options["cache"])})
 
 
+def _stage_qat(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
+    """Quantization-aware fine-tuning: ranges start from a calibration pass, then train (optionally distilled)."""
+    from tfbertopt.distillation import DistillationConfig
+    from tfbertopt.quantization import QuantizationConfig, activation_ranges, quantize_model
+    from tfbertopt.train import finetune
+
+    config = QuantizationConfig(points=tuple(options["points"]), ema_decay=options["ema_decay"],
+                                symmetric_activations=options["symmetric_activations"])
+    say(f"qat: int8 fake-quant at {', '.join(config.points)}; ranges from {options['calibration_steps']} "
+        f"training examples")
+    teacher = run.model
+    run.model = quantize_model(run.model, config, calibration=train, calibration_steps=options["calibration_steps"])
+    distillation = DistillationConfig(hard_label_weight=0.5, logits="kl", logits_weight=0.5, temperature=2.0) \
+        if options["distill"] else None
+    history = finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
+                       learning_rate=options["learning_rate"], max_steps=options["max_steps"],
+                       seed=run.recipe["seed"], verbose=2, teacher=teacher if options["distill"] else None,
+                       distillation=distillation)
+    logs = {k: [float(x) for x in v] for k, v in history.history.items()}
+    return _save_stage_model(run, stage_dir, {"history": logs, "tags": ["qat"],
+                                              "activation_ranges": len(activation_ranges(run.model))})
+
+
 def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
     """Writes each LiteRT variant only after it agrees with the Keras model on dev data (see export_verified)."""
     import dataclasses
@@ -355,15 +378,18 @@ def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
         result, report = export_verified(
             run.model, os.path.join(stage_dir, f"model_{q}.tflite"), examples, q, seq, force=options["force"],
             features=features, keras_logits=keras_logits, max_logit_diff=options["max_logit_diff"],
-            min_agreement=options["min_agreement"])
+            min_agreement=options["min_agreement"], calibration=train if q == "int8" else None,
+            calibration_steps=options["calibration_steps"])
         say(f"export: {result.path} {result.size_mb:.1f} MB: {report.summary()}")
         exports.append({"path": result.path, "quantization": q, "size_bytes": result.size_bytes,
-                        "ops": dict(result.ops), "sequence_length": seq, "dev_examples": len(examples),
+                        "ops": dict(result.ops), "float_ops": result.float_op_count, "sequence_length": seq,
+                        "dev_examples": len(examples),
                         "verification": dataclasses.asdict(report)})
     return {"exports": exports}
 
 
-VARIANT_TAGS = {"float32": ["baseline", "teacher", "finetune"], "float16": ["float16"], "dynamic": ["ptq-dynamic"]}
+VARIANT_TAGS = {"float32": ["baseline", "teacher", "finetune"], "float16": ["float16"], "dynamic": ["ptq-dynamic"],
+                "int8": ["ptq-int8"]}
 
 
 def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
@@ -399,6 +425,8 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
         if q == base_variant:
             row["keras_examples_per_s"] = round(harness.keras_throughput(run.model, e["sequence_length"]), 2)
         row["dev_examples"] = e["dev_examples"]
+        if e.get("float_ops") is not None:    # full-integer exports: ops left in float
+            row["float_ops"] = e["float_ops"]
         rows.append(row)
         say(f"benchmark: {q}: {row['tflite_mb']} MB, {row['latency_ms']} ms (2 threads)")
     command = command_line()
@@ -429,7 +457,7 @@ def command_line() -> str:
 
 STAGE_FUNCTIONS = {"finetune": _stage_finetune, "prune": _stage_prune, "structured_prune": _stage_structured_prune,
                    "layerdrop": _stage_layerdrop, "factorize": _stage_factorize, "distill": _stage_distill,
-                   "export": _stage_export, "benchmark": _stage_benchmark}
+                   "qat": _stage_qat, "export": _stage_export, "benchmark": _stage_benchmark}
 
 
 def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:

@@ -158,6 +158,8 @@ def litert_row(variant: str, tags: list[str], baseline: str, export_result, repo
         "macs": int(macs),
         "quantization": export_result.quantization,
     }
+    if getattr(export_result, "op_report", None) is not None:
+        row["float_ops"] = int(export_result.float_op_count)
     if latency_2t and peak_gmacs:
         row["peak_share"] = round(macs / (latency_2t / 1e3) / (peak_gmacs * 1e9), 4)
     return row
@@ -175,8 +177,10 @@ def model_macs(model, sequence_length: int = 128) -> int:
 def measure_variant(model, variant: str, tags: list[str], baseline: str | None, dev, out_dir, peak_gmacs=None,
                     quantization: str = "float32", sequence_length: int = 128, threads=(2, 1), runs: int = 30,
                     features: dict | None = None, extra: dict | None = None, min_agreement: float = 0.995,
-                    max_logit_diff: float = 1e-4) -> dict:
+                    max_logit_diff: float = 1e-4, calibration=None, export_options: dict | None = None) -> dict:
     """Exports `model` to LiteRT, verifies it on `dev` and times it: one BENCHMARKS.md row.
+
+    `calibration` (and `export_options`, e.g. `attention_masking`) go to `export_litert` (full-integer exports).
 
     The row records the verification verdict (`verified`); a failed verification is reported, not hidden.
     """
@@ -190,7 +194,7 @@ def measure_variant(model, variant: str, tags: list[str], baseline: str | None, 
     features = features if features is not None else encode(dev.texts, model.preprocessor)
     keras_logits = predict_logits(model, features)
     result = export_litert(model, os.path.join(str(out_dir), f"{variant}_{quantization}.tflite"), quantization,
-                           sequence_length)
+                           sequence_length, calibration=calibration, **(export_options or {}))
     report = verify_litert(result.path, model, dev, quantized=quantization != "float32", features=features,
                            keras_logits=keras_logits, min_agreement=min_agreement, max_logit_diff=max_logit_diff)
     lat = {t: latency.litert_latency_ms(result.path, num_threads=t, runs=runs) for t in threads}

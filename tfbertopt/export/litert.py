@@ -17,7 +17,11 @@ Quantizations:
 - "int8": full integer post-training quantization: int8 weights (per channel) and int8 activations whose ranges
   come from a calibration set, builtin int8 kernels only (`TFLITE_BUILTINS_INT8`); the graph quantizes after the
   embedding lookup and dequantizes before the float outputs. Ops the converter cannot run in int8 stay float
-  between DEQUANTIZE/QUANTIZE: `ExportResult.op_report` lists them.
+  between DEQUANTIZE/QUANTIZE: `ExportResult.op_report` lists them. Attention is traced with a row-relative mask
+  floor instead of Keras' -1e9, which would otherwise make every int8 attention head uniform
+  (`tfbertopt.export.attention_masking`). A quantization-aware trained model (`tfbertopt.quantization`) carries
+  its trained activation ranges as fake-quant ops; the converter keeps them and calibrates only the tensors
+  training did not range (inside LayerNorm and GELU).
 - "16x8": int16 activations with int8 weights (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`).
   For keras-hub BERTs (TF 2.21) the int16 quantizer stops on the int32 index arithmetic that keras puts before
   the embedding lookups (`where(ids < 0, ids + vocabulary_size, ids)`): it asks for a calibrated range of the
@@ -49,6 +53,7 @@ True
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -59,6 +64,7 @@ import keras
 import numpy as np
 
 from tfbertopt.data.pipeline import FEATURES, without_preprocessor
+from tfbertopt.export.attention_masking import quantization_friendly_masking
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +176,7 @@ def export_litert(
     sequence_length: int | None = 128,
     calibration=None,
     calibration_steps: int = 100,
+    attention_masking: str = "floor",
 ) -> ExportResult:
     """Writes `model` as a .tflite file with builtin ops only.
 
@@ -181,6 +188,8 @@ def export_litert(
       sequence_length: fixed input length with batch 1, or None for dynamic (batch, length).
       calibration: for "int8"/"16x8": a feature dict from `encode` or GLUE `Examples` (ignored otherwise).
       calibration_steps: how many calibration examples to use (a seeded sample when there are more).
+      attention_masking: for "int8"/"16x8": "floor" (default) masks padded keys with a row-relative floor that
+        int8 can represent; "keras" keeps Keras' -1e9, which makes int8 attention uniform (for comparison only).
 
     Raises:
       ExportError: a non-builtin (Flex/custom) op, or a failed conversion; the message names the ops.
@@ -190,9 +199,18 @@ def export_litert(
 
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization '{quantization}'; choose one of {QUANTIZATIONS}")
+    if attention_masking not in ("floor", "keras"):
+        raise ValueError(f"attention_masking must be 'floor' or 'keras', got {attention_masking!r}")
     if quantization in CALIBRATED and calibration is None:
         raise ValueError(f"quantization='{quantization}' needs a calibration set: pass calibration= a feature dict "
                          f"from tfbertopt.data.pipeline.encode or GLUE Examples (e.g. 100 training examples)")
+    from tfbertopt.quantization.qat import uninitialized_quantizers
+
+    empty = uninitialized_quantizers(model)
+    if empty:
+        raise ExportError(f"{len(empty)} activation quantizers of this quantization-aware model have never seen data "
+                          f"(e.g. {empty[:3]}), so their ranges are empty: train it, or call "
+                          f"tfbertopt.quantization.calibrate_ranges(model, examples) before exporting")
     representative = None
     if quantization in CALIBRATED:
         from tfbertopt.export.calibration import calibration_features, representative_dataset
@@ -210,9 +228,12 @@ def export_litert(
         signature = [tf.TensorSpec(shape, tf.int32, name=name) for name in input_names]
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint("serving_default", _serving_function(model, input_names, num_classes),
-                             input_signature=signature)
-        with tempfile.TemporaryDirectory() as tmp:
+        # Integer exports trace attention with a row-relative mask floor instead of -1e9 (see attention_masking).
+        floor = quantization in CALIBRATED and attention_masking == "floor"
+        masking = quantization_friendly_masking() if floor else contextlib.nullcontext()
+        with masking, tempfile.TemporaryDirectory() as tmp:
+            archive.add_endpoint("serving_default", _serving_function(model, input_names, num_classes),
+                                 input_signature=signature)
             archive.write_out(tmp, verbose=False)
             flatbuffer = _convert(tmp, quantization, representative)
     ops = op_counts(flatbuffer)

@@ -27,8 +27,16 @@ def as_pruned_bert(model):
     return shrink(model, full_plan(model))
 
 
-def rebuild(model, layer_specs=None, embedding_dim=_KEEP, values: dict | None = None):
-    """A new classifier like `model` with `layer_specs` / `embedding_dim`, weights from `values` or `model`."""
+def _is_quantizer_state(path: str) -> bool:
+    """A variable of an `ActivationQuantizer` (its learned range), which a float source does not have."""
+    parts = path.split("/")
+    return len(parts) >= 2 and parts[-2].endswith("quantizer")
+
+
+def rebuild(model, layer_specs=None, embedding_dim=_KEEP, values: dict | None = None, quantization=_KEEP):
+    """A new classifier like `model` with `layer_specs` / `embedding_dim` / `quantization` (a `QuantizationConfig`
+    config dict, or None for a float model), weights from `values` or `model`. Activation-quantizer state (ranges)
+    that the source lacks starts empty."""
     import keras_hub
 
     from tfbertopt.layers import PrunedBertBackbone
@@ -41,6 +49,7 @@ def rebuild(model, layer_specs=None, embedding_dim=_KEEP, values: dict | None = 
         max_sequence_length=backbone.max_sequence_length, num_segments=backbone.num_segments,
         layerdrop=backbone.layerdrop,
         embedding_dim=backbone.embedding_dim if embedding_dim is _KEEP else embedding_dim,
+        quantization=getattr(backbone, "quantization", None) if quantization is _KEEP else quantization,
         dtype=backbone.dtype_policy)
     new = keras_hub.models.BertTextClassifier(
         backbone=new_backbone, num_classes=source.num_classes, preprocessor=source.preprocessor,
@@ -53,6 +62,8 @@ def rebuild(model, layer_specs=None, embedding_dim=_KEEP, values: dict | None = 
             value = np.asarray(values.pop(w.path))
         elif w.path in old and tuple(old[w.path].shape) == tuple(w.shape):
             value = np.asarray(old[w.path])
+        elif _is_quantizer_state(w.path):
+            continue
         else:
             missing.append(f"{w.path} {tuple(w.shape)}")
             continue

@@ -1,8 +1,12 @@
 """Serializable Keras layers and backbones that tfbertopt's compressions produce (one per file)."""
 
+from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.low_rank_einsum_dense import LowRankEinsumDense
 from tfbertopt.layers.low_rank_multi_head_attention import LowRankMultiHeadAttention
 from tfbertopt.layers.pruned_bert_backbone import PrunedBertBackbone
 from tfbertopt.layers.pruned_transformer_encoder import PrunedTransformerEncoder
+from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
+from tfbertopt.layers.quantized_multi_head_attention import QuantizedMultiHeadAttention
 
-__all__ = ["PrunedTransformerEncoder", "PrunedBertBackbone", "LowRankEinsumDense", "LowRankMultiHeadAttention"]
+__all__ = ["PrunedTransformerEncoder", "PrunedBertBackbone", "LowRankEinsumDense", "LowRankMultiHeadAttention",
+           "ActivationQuantizer", "QuantizedEinsumDense", "QuantizedMultiHeadAttention"]

@@ -9,6 +9,10 @@ low-rank; a spec's `shared_with: j` makes layer i call layer j's encoder object 
 sharing: the weights exist once); `attention_shared_with: j` / `ffn_shared_with: j` share only that block; `embedding_dim=E` < `hidden_dim` factorizes the token embedding into a V x E
 table and an E x H `embedding_projection` (ALBERT's factorized embedding; position and segment embeddings stay H).
 
+`quantization` (a `QuantizationConfig` config dict) builds the quantization-aware form (`tfbertopt.quantization`):
+every encoder layer quantized, fake-quants on the embedding sum and the embedding LayerNorm output (point
+"embeddings"), and a `QuantizedEinsumDense` pooler.
+
 Example:
 
 >>> from tfbertopt.layers import PrunedBertBackbone
@@ -30,7 +34,10 @@ import keras
 from keras_hub.layers import PositionEmbedding
 from keras_hub.models import Backbone
 
+from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.pruned_transformer_encoder import PrunedTransformerEncoder
+from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
+from tfbertopt.quantization.config import QuantizationConfig
 
 
 def _gelu_approximate(x):
@@ -40,10 +47,13 @@ def _gelu_approximate(x):
 @keras.saving.register_keras_serializable(package="tfbertopt")
 class PrunedBertBackbone(Backbone):
     def __init__(self, vocabulary_size, hidden_dim, layer_specs, dropout=0.1, max_sequence_length=512,
-                 num_segments=2, layerdrop: float = 0.0, embedding_dim=None, dtype=None, **kwargs):
+                 num_segments=2, layerdrop: float = 0.0, embedding_dim=None, quantization=None, dtype=None,
+                 **kwargs):
         if not layer_specs:
             raise ValueError("layer_specs is empty: a backbone needs at least one encoder layer")
         order = _call_order(layer_specs)
+        quantization = QuantizationConfig.from_config(quantization)
+        quantization_config = None if quantization is None else quantization.get_config()
         init = keras.initializers.TruncatedNormal(stddev=0.02)
         if embedding_dim is not None and not 1 <= embedding_dim <= hidden_dim:
             raise ValueError(f"embedding_dim must be in [1, hidden_dim={hidden_dim}], got {embedding_dim}")
@@ -72,12 +82,21 @@ class PrunedBertBackbone(Backbone):
                 num_heads=spec["num_heads"], key_dim=spec["key_dim"], intermediate_dim=spec["intermediate_dim"],
                 activation=_gelu_approximate, dropout=dropout, layer_norm_epsilon=1e-12, kernel_initializer=init,
                 layerdrop=layerdrop, layerdrop_seed=1009 * (i + 1), ranks=spec.get("ranks"), dtype=dtype,
-                name=f"transformer_layer_{i}", **donors)
+                quantization=quantization_config, name=f"transformer_layer_{i}", **donors)
             self.transformer_layers.append(by_position[i])
         # Unique encoder objects in call order: a shared layer is called again, its weights stored once.
         self.encoder_call_order = order
-        self.pooled_dense = keras.layers.Dense(hidden_dim, kernel_initializer=init, activation="tanh", dtype=dtype,
-                                               name="pooled_dense")
+        if quantization is None:
+            self.pooled_dense = keras.layers.Dense(hidden_dim, kernel_initializer=init, activation="tanh",
+                                                   dtype=dtype, name="pooled_dense")
+        else:
+            self.pooled_dense = QuantizedEinsumDense("ab,bc->ac", (hidden_dim,), bias_axes="c", activation="tanh",
+                                                     weight_bits=quantization.weight_bits,
+                                                     kernel_initializer=init, dtype=dtype, name="pooled_dense")
+        self.embeddings_quantizers = [
+            ActivationQuantizer(**quantization.activation_quantizer(), dtype=dtype, name=name)
+            for name in ("embeddings_sum_quantizer", "embeddings_layer_norm_quantizer")
+        ] if quantization is not None and quantization.quantizes("embeddings") else []
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
         segment_ids = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
         padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
@@ -85,7 +104,12 @@ class PrunedBertBackbone(Backbone):
         if self.embedding_projection is not None:
             tokens = self.embedding_projection(tokens)
         x = self.embeddings_add((tokens, self.position_embedding(tokens), self.segment_embedding(segment_ids)))
-        x = self.embeddings_dropout(self.embeddings_layer_norm(x))
+        if self.embeddings_quantizers:
+            x = self.embeddings_quantizers[0](x)
+        x = self.embeddings_layer_norm(x)
+        if self.embeddings_quantizers:
+            x = self.embeddings_quantizers[1](x)
+        x = self.embeddings_dropout(x)
         for index in order:
             x = self.transformer_layers[index](x, padding_mask=padding_mask)
         pooled = self.pooled_dense(x[:, 0, :])
@@ -103,6 +127,7 @@ class PrunedBertBackbone(Backbone):
         self.dropout, self.max_sequence_length = dropout, max_sequence_length
         self.num_segments, self.layerdrop = num_segments, layerdrop
         self.embedding_dim = embedding_dim
+        self.quantization = quantization_config
         self.cls_token_index = 0
 
     def get_config(self):
@@ -111,6 +136,7 @@ class PrunedBertBackbone(Backbone):
             "vocabulary_size": self.vocabulary_size, "hidden_dim": self.hidden_dim, "layer_specs": self.layer_specs,
             "dropout": self.dropout, "max_sequence_length": self.max_sequence_length,
             "num_segments": self.num_segments, "layerdrop": self.layerdrop, "embedding_dim": self.embedding_dim,
+            "quantization": self.quantization,
         })
         return config
 

@@ -8,6 +8,9 @@ as in `tfbertopt.kernels`: attention_query/key/value/output, ffn_intermediate/ou
 `LowRankEinsumDense` factor pairs (low-rank factorization). `attention_donor` / `ffn_donor` (another, already built
 encoder, passed by the backbone that owns both; not part of the config) make this layer use that layer's attention
 block or FFN kernels (ALBERT's attention-only / FFN-only cross-layer sharing); LayerNorms stay per layer.
+`quantization` (a `QuantizationConfig` config dict) makes the layer train as LiteRT's int8 kernels run it
+(quantization-aware training): `QuantizedMultiHeadAttention`, `QuantizedEinsumDense` FFN projections, and
+`ActivationQuantizer`s on the residual sums and LayerNorm outputs (points "residual" and "layer_norm").
 
 Example:
 
@@ -26,7 +29,11 @@ import keras
 from keras_hub.layers import TransformerEncoder
 
 from tfbertopt.layers.low_rank_einsum_dense import LowRankEinsumDense
+from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.low_rank_multi_head_attention import LowRankMultiHeadAttention
+from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
+from tfbertopt.layers.quantized_multi_head_attention import QuantizedMultiHeadAttention
+from tfbertopt.quantization.config import QuantizationConfig
 
 ATTENTION_RANK_ROLES = {"attention_query": "query", "attention_key": "key", "attention_value": "value",
                         "attention_output": "attention_output"}
@@ -36,7 +43,7 @@ FFN_RANK_ROLES = ("ffn_intermediate", "ffn_output")
 @keras.saving.register_keras_serializable(package="tfbertopt")
 class PrunedTransformerEncoder(TransformerEncoder):
     def __init__(self, intermediate_dim, num_heads, key_dim=None, layerdrop: float = 0.0, layerdrop_seed=None,
-                 ranks=None, attention_donor=None, ffn_donor=None, **kwargs):
+                 ranks=None, attention_donor=None, ffn_donor=None, quantization=None, **kwargs):
         super().__init__(intermediate_dim=intermediate_dim, num_heads=num_heads, **kwargs)
         self._attention_donor, self._ffn_donor = attention_donor, ffn_donor
         if not 0.0 <= layerdrop < 1.0:
@@ -51,13 +58,18 @@ class PrunedTransformerEncoder(TransformerEncoder):
             raise ValueError(f"ranks names unknown roles {unknown}; choose from "
                              f"{list(ATTENTION_RANK_ROLES) + list(FFN_RANK_ROLES)}")
         self.ranks = {k: int(v) for k, v in ranks.items()}
+        self.quantization = QuantizationConfig.from_config(quantization)
+        if self.quantization is not None and self.ranks:
+            raise ValueError("quantization-aware training of low-rank (factorized) projections is not supported; "
+                             "quantize the factorized model after training (post-training int8 export)")
         self.layerdrop = float(layerdrop)
         # Each layer needs its own seed: layers sharing one would all be skipped together.
         self.layerdrop_seed = layerdrop_seed
         self._layerdrop_seed = keras.random.SeedGenerator(layerdrop_seed) if layerdrop else None
 
     def build(self, inputs_shape):
-        if self.key_dim is None and not self.ranks and self._attention_donor is None and self._ffn_donor is None:
+        if (self.key_dim is None and not self.ranks and self._attention_donor is None and self._ffn_donor is None
+                and self.quantization is None):
             return super().build(inputs_shape)
         # keras-hub's build() derives the head size from hidden // heads; this is the same build with our key_dim
         # (and low-rank projections where `ranks` says).
@@ -71,6 +83,11 @@ class PrunedTransformerEncoder(TransformerEncoder):
                      dtype=self.dtype_policy)
         if self._attention_donor is not None:      # shared: the donor's (built) attention block, weights and all
             self._self_attention_layer = self._attention_donor._self_attention_layer
+        elif self.quantization is not None:
+            self._self_attention_layer = QuantizedMultiHeadAttention(
+                num_heads=self.num_heads, key_dim=key_dim, dropout=self.dropout, output_shape=(hidden_dim,),
+                quantization=self.quantization.get_config(), name="self_attention_layer", **dense)
+            self._self_attention_layer.build(query_shape=inputs_shape, value_shape=inputs_shape)
         else:
             self._self_attention_layer = LowRankMultiHeadAttention(
                 num_heads=self.num_heads, key_dim=key_dim, dropout=self.dropout, output_shape=(hidden_dim,),
@@ -91,18 +108,57 @@ class PrunedTransformerEncoder(TransformerEncoder):
         else:
             self._feedforward_intermediate_dense = _dense(
                 self.intermediate_dim, self.ranks.get("ffn_intermediate"), activation=self.activation,
-                name="feedforward_intermediate_dense", **dense)
+                name="feedforward_intermediate_dense", quantization=self.quantization, **dense)
             self._feedforward_intermediate_dense.build(inputs_shape)
             self._feedforward_output_dense = _dense(hidden_dim, self.ranks.get("ffn_output"),
-                                                    name="feedforward_output_dense", **dense)
+                                                    name="feedforward_output_dense", quantization=self.quantization,
+                                                    **dense)
             self._feedforward_output_dense.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
         self._feedforward_dropout = keras.layers.Dropout(
             rate=self.dropout, dtype=self.dtype_policy, name="feedforward_dropout")
+        self._quantizers = {}
+        if self.quantization is not None:
+            for point, names in (("residual", ("attention_residual", "feedforward_residual")),
+                                 ("layer_norm", ("attention_layer_norm", "feedforward_layer_norm"))):
+                for name in names if self.quantization.quantizes(point) else ():
+                    self._quantizers[name] = ActivationQuantizer(**self.quantization.activation_quantizer(),
+                                                                 name=f"{name}_quantizer")
+                    self._quantizers[name].build(inputs_shape)
         self.built = True
 
+    def _quantize(self, name, x, training):
+        quantizer = self._quantizers.get(name)
+        return x if quantizer is None else quantizer(x, training=training)
+
+    def _quantized_call(self, inputs, padding_mask, attention_mask, training, return_attention_scores):
+        """keras-hub's encoder block with fake-quant on the residual sums and LayerNorm outputs."""
+        from keras_hub.src.layers.modeling.transformer_layer_utils import merge_padding_and_attention_mask
+
+        mask = merge_padding_and_attention_mask(inputs, padding_mask, attention_mask)
+        x = residual = inputs
+        if self.normalize_first:
+            x = self._quantize("attention_layer_norm", self._self_attention_layer_norm(x), training)
+        x, scores = self._self_attention_layer(query=x, value=x, attention_mask=mask, training=training,
+                                               return_attention_scores=True)
+        x = self._quantize("attention_residual", self._self_attention_dropout(x, training=training) + residual,
+                           training)
+        if not self.normalize_first:
+            x = self._quantize("attention_layer_norm", self._self_attention_layer_norm(x), training)
+        residual = x
+        if self.normalize_first:
+            x = self._quantize("feedforward_layer_norm", self._feedforward_layer_norm(x), training)
+        x = self._feedforward_output_dense(self._feedforward_intermediate_dense(x, training=training),
+                                           training=training)
+        x = self._quantize("feedforward_residual", self._feedforward_dropout(x, training=training) + residual,
+                           training)
+        if not self.normalize_first:
+            x = self._quantize("feedforward_layer_norm", self._feedforward_layer_norm(x), training)
+        return (x, scores) if return_attention_scores else x
+
     def call(self, inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False):
-        outputs = super().call(inputs, padding_mask=padding_mask, attention_mask=attention_mask, training=training,
-                               return_attention_scores=return_attention_scores)
+        run = self._quantized_call if self.quantization is not None else super().call
+        outputs = run(inputs, padding_mask=padding_mask, attention_mask=attention_mask, training=training,
+                      return_attention_scores=return_attention_scores)
         if not (training and self.layerdrop):
             return outputs
         drop = keras.random.uniform((), seed=self._layerdrop_seed) < self.layerdrop
@@ -114,12 +170,21 @@ class PrunedTransformerEncoder(TransformerEncoder):
     def get_config(self):
         config = super().get_config()
         config.update({"key_dim": self.key_dim, "layerdrop": self.layerdrop, "layerdrop_seed": self.layerdrop_seed,
-                       "ranks": dict(self.ranks)})
+                       "ranks": dict(self.ranks),
+                       "quantization": None if self.quantization is None else self.quantization.get_config()})
         return config
 
 
-def _dense(units, rank, activation=None, **kwargs):
-    """A Dense over (batch, seq, features), or its rank-`rank` factorization."""
+def _dense(units, rank, activation=None, quantization=None, **kwargs):
+    """A Dense over (batch, seq, features), its rank-`rank` factorization, or its quantization-aware form."""
+    if quantization is not None:
+        # The FFN intermediate's FULLY_CONNECTED output is a "linear" point, its GELU output a "gelu" point.
+        linear = quantization.activation_quantizer() if quantization.quantizes("linear") else None
+        gelu = quantization.activation_quantizer() if quantization.quantizes("gelu") else None
+        return QuantizedEinsumDense("abc,cd->abd", (None, units), bias_axes="d", activation=activation,
+                                    weight_bits=quantization.weight_bits,
+                                    output_quantizer=gelu if activation is not None else linear,
+                                    pre_activation_quantizer=linear if activation is not None else None, **kwargs)
     if rank is None:
         return keras.layers.Dense(units, activation=activation, **kwargs)
     return LowRankEinsumDense("abc,cd->abd", (None, units), rank, bias_axes="d", activation=activation, **kwargs)

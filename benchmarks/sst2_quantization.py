@@ -1,0 +1,121 @@
+"""SST-2 int8 benchmark: post-training quantization and quantization-aware training of the fine-tuned MiniLM-L6,
+beside the float model and the plain converter default (dynamic range), in one run.
+
+Teacher: runs/sst2-minilm-baseline/00_finetune/model.keras (`tfbertopt run recipes/sst2_minilm_baseline.yaml`).
+Calibration: 100 SST-2 training sentences (seeded sample of 1000). Every row is exported to LiteRT, verified
+against its Keras model on the full dev set (872) and timed at batch 1, sequence 128, 2 and 1 threads.
+
+    python benchmarks/sst2_quantization.py --data-dir ../shared/data/glue
+
+Rows:
+  baseline           the float32 export.
+  ptq-dynamic        TFLiteConverter's default optimization (int8 weights, float activations).
+  ptq-int8-keras-mask  full-integer PTQ with Keras' -1e9 attention mask (what a plain conversion gives).
+  ptq-int8           full-integer PTQ with tfbertopt's int8-safe mask floor (the default).
+  qat-int8           quantize_model (ranges from the same calibration) + `--steps` steps of QAT (batch 32, AdamW,
+                     hard labels, optionally `--kd` with the teacher's logits), exported full-integer: the trained
+                     ranges become the int8 scales.
+Also recorded: the QAT step time over the plain fine-tuning step time on the same batches (`step_seconds`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from tfbertopt.bench import harness, latency  # noqa: E402
+from tfbertopt.bench.harness import StepTimer  # noqa: E402
+from tfbertopt.data.glue import load_glue  # noqa: E402
+from tfbertopt.data.pipeline import encode  # noqa: E402
+from tfbertopt.distillation import DistillationConfig  # noqa: E402
+from tfbertopt.quantization import activation_ranges, quantize_model  # noqa: E402
+from tfbertopt.runner import command_line  # noqa: E402
+from tfbertopt.saving import load_model  # noqa: E402
+from tfbertopt.train import finetune  # noqa: E402
+
+KD = DistillationConfig(hard_label_weight=0.5, logits="kl", logits_weight=0.5, temperature=2.0)
+
+
+def log(message: str) -> None:
+    print(f"[sst2_quantization {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="runs/sst2-minilm-baseline/00_finetune/model.keras")
+    parser.add_argument("--data-dir", default="../shared/data/glue")
+    parser.add_argument("--steps", type=int, default=1500, help="QAT training steps")
+    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--kd", action="store_true", help="QAT with the float teacher's KL (0.5) beside labels")
+    parser.add_argument("--timing-steps", type=int, default=60, help="steps timed for the plain/QAT step ratio")
+    parser.add_argument("--out", default="benchmarks/results/sst2_quantization.json")
+    parser.add_argument("--work", default="runs/sst2-quantization")
+    parser.add_argument("--runs", type=int, default=30, help="timed LiteRT runs per variant")
+    parser.add_argument("--train-examples", type=int, default=None, help="use the first N train examples (smoke runs)")
+    args = parser.parse_args(argv)
+
+    train = load_glue("sst2", "train", data_dir=args.data_dir)
+    dev = load_glue("sst2", "dev", data_dir=args.data_dir)
+    if args.train_examples:
+        train = train.take(args.train_examples)
+    order = np.random.default_rng(0).permutation(len(train))
+    calibration = train._select(order[:1000])     # export_litert / quantize_model sample 100 of these
+    os.makedirs(args.work, exist_ok=True)
+    log(f"data: {len(train)} train, {len(dev)} dev; teacher {args.teacher}")
+    teacher = load_model(args.teacher, compile=False)
+    features = encode(dev.texts, teacher.preprocessor)
+    peak = latency.int8_peak_gmacs(num_threads=2)
+    log(f"int8 peak {peak:.0f} GMAC/s")
+    rows, step_seconds = [], {}
+
+    def measure(model, variant, tags, quantization, extra=None, export_options=None):
+        log(f"{variant}: export {quantization}, verify, time")
+        rows.append(harness.measure_variant(
+            model, variant, tags, None if variant == "baseline" else "baseline", dev, args.work, peak,
+            quantization=quantization, runs=args.runs, features=features, extra=extra,
+            calibration=calibration if quantization == "int8" else None, export_options=export_options))
+        harness.write_results(args.out, "sst2_quantization", command_line(), rows, peak,
+                              extra={"data": dev.source, "teacher": args.teacher, "qat_steps": args.steps,
+                                     "calibration": "100 SST-2 train sentences", "step_seconds": step_seconds})
+
+    measure(teacher, "baseline", ["baseline", "teacher", "finetune"], "float32")
+    measure(teacher, "ptq-dynamic", ["ptq-dynamic"], "dynamic")
+    measure(teacher, "ptq-int8-keras-mask", ["ptq-int8"], "int8", {"attention_masking": "keras"},
+            {"attention_masking": "keras"})
+    measure(teacher, "ptq-int8", ["ptq-int8"], "int8", {"attention_masking": "floor"})
+
+    # Step-time ratio: the same number of plain and QAT steps on the same batches (first 20 skipped as tracing).
+    timer = StepTimer()
+    plain = load_model(args.teacher, compile=False)
+    finetune(plain, train, None, epochs=1, batch_size=32, learning_rate=args.learning_rate,
+             max_steps=args.timing_steps, callbacks=[timer], verbose=2)
+    step_seconds["plain"] = round(timer.median, 4)
+    del plain
+
+    log("qat-int8: quantize_model + calibration")
+    qat = quantize_model(teacher, calibration=calibration)
+    log(f"qat-int8: {len(activation_ranges(qat))} activation ranges calibrated; training {args.steps} steps")
+    timer = StepTimer()
+    history = finetune(qat, train, None, epochs=1, batch_size=32, learning_rate=args.learning_rate,
+                       max_steps=args.steps, callbacks=[timer], verbose=2,
+                       teacher=teacher if args.kd else None, distillation=KD if args.kd else None)
+    step_seconds["qat"] = round(timer.median, 4)
+    step_seconds["qat_over_plain"] = round(step_seconds["qat"] / step_seconds["plain"], 3)
+    log(f"qat step {step_seconds['qat']} s vs plain {step_seconds['plain']} s")
+    qat.save(os.path.join(args.work, "qat.keras"))
+    measure(qat, "qat-int8", ["qat", "ptq-int8"], "int8",
+            {"steps": args.steps, "learning_rate": args.learning_rate,
+             "train_seconds": round(history.history["train_seconds"][0], 1),
+             "train_step_ratio": step_seconds["qat_over_plain"],
+             **({"distillation": KD.get_config()} if args.kd else {})})
+    print(harness.markdown_table(rows), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

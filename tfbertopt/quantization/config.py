@@ -1,0 +1,91 @@
+"""`QuantizationConfig`: what quantization-aware training simulates, apart from how (`quantizers`) and where (`qat`).
+
+The defaults are LiteRT's full-integer scheme: int8 weights, symmetric per channel; int8 activations, per tensor,
+asymmetric, with ranges tracked by an exponential moving average of each batch's min/max (Jacob et al. 2018,
+Q8BERT). `points` chooses which activations carry a fake-quant (all by default, which is what a full-integer LiteRT
+model quantizes):
+
+| point | tensors |
+|---|---|
+| embeddings | the sum of token, position and segment embeddings; the embedding LayerNorm output |
+| linear | every attention/FFN projection output (query, key, value, attention output, FFN in/out) |
+| attention | attention scores (softmax input), probabilities (softmax output, LiteRT's fixed 1/256 grid), context |
+| gelu | the FFN activation output |
+| residual | each residual sum (LayerNorm input) |
+| layer_norm | each LayerNorm output |
+
+`symmetric_activations=True` makes every activation range symmetric around zero (Q8BERT's scheme), which LiteRT runs
+too but which wastes half the grid on non-negative tensors.
+
+Example:
+
+>>> from tfbertopt.quantization import QuantizationConfig
+>>> config = QuantizationConfig(points=("linear", "attention"))
+>>> QuantizationConfig.from_config(config.get_config()) == config
+True
+>>> QuantizationConfig(points=("lienar",))
+Traceback (most recent call last):
+...
+ValueError: unknown quantization points ['lienar']; choose from ['attention', 'embeddings', 'gelu', 'layer_norm', 'linear', 'residual']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+POINTS = ("embeddings", "linear", "attention", "gelu", "residual", "layer_norm")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationConfig:
+    """Args:
+      weight_bits: bits of the symmetric per-channel weight grid (8 for LiteRT int8).
+      activation_bits: bits of the per-tensor activation grid (8 for LiteRT int8).
+      points: which activations carry a fake-quant (see the table above).
+      ema_decay: decay of the moving averages of activation min/max during training.
+      symmetric_activations: symmetric activation ranges (Q8BERT) instead of LiteRT's asymmetric ones.
+    """
+
+    weight_bits: int = 8
+    activation_bits: int = 8
+    points: tuple = POINTS
+    ema_decay: float = 0.99
+    symmetric_activations: bool = False
+
+    def __post_init__(self):
+        points = (self.points,) if isinstance(self.points, str) else tuple(self.points)
+        object.__setattr__(self, "points", points)
+        unknown = sorted(set(points) - set(POINTS))
+        if unknown:
+            raise ValueError(f"unknown quantization points {unknown}; choose from {sorted(POINTS)}")
+        for name in ("weight_bits", "activation_bits"):
+            bits = getattr(self, name)
+            if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+                raise ValueError(f"{name} must be an integer in [2, 16], got {bits!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def quantizes(self, point: str) -> bool:
+        return point in self.points
+
+    def activation_quantizer(self, **overrides) -> dict:
+        """The config of one `ActivationQuantizer` under this scheme."""
+        return {"num_bits": self.activation_bits, "ema_decay": self.ema_decay,
+                "symmetric": self.symmetric_activations, **overrides}
+
+    def get_config(self) -> dict:
+        config = dataclasses.asdict(self)
+        config["points"] = list(self.points)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict | None):
+        if config is None:
+            return None
+        if isinstance(config, cls):
+            return config
+        unknown = sorted(set(config) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown QuantizationConfig options {unknown}; "
+                             f"choose from {[f.name for f in dataclasses.fields(cls)]}")
+        return cls(**config)

@@ -1,0 +1,159 @@
+"""Quantization-aware training of keras-hub BERT classifiers: `quantize_model` and the state around it.
+
+`quantize_model(model)` returns a new classifier whose backbone is the quantization-aware form of `model`'s
+(`PrunedBertBackbone(quantization=...)`): every attention and FFN projection and the pooler run on LiteRT's
+per-channel int8 weight grid, and the activations LiteRT quantizes carry an `ActivationQuantizer` (see
+`QuantizationConfig` for which). Weights are copied exactly; with `calibration=` the activation ranges start from a
+post-training calibration pass (running min/max, as the LiteRT converter calibrates), otherwise from the first
+training batch. Train it with ordinary `model.fit` (or through a `Distiller` as the student); export it with
+`export_litert(..., quantization="int8")`: the converter takes the trained ranges from the fake-quant ops and
+calibrates only the tensors inside LayerNorm/GELU that have none.
+
+Zeros in the encoder kernels (a pruned model) stay zero: `preserve_sparsity=True` fixes each kernel's zero pattern
+as a mask that the optimizer applies after every update, so QAT composes with pruning.
+
+BERT classifiers only (the backbone is rebuilt); a factorized (low-rank) model is refused with a clear error.
+
+Example:
+
+>>> import numpy as np
+>>> from tfbertopt.models import tiny_bert_classifier
+>>> from tfbertopt.data.demo import demo_examples
+>>> from tfbertopt.quantization import quantize_model, activation_ranges
+>>> clf = tiny_bert_classifier(["good", "bad"], sequence_length=16)
+>>> qat = quantize_model(clf, calibration=demo_examples("train", 16))
+>>> ranges = activation_ranges(qat)
+>>> len(ranges) > 10 and all(lo <= 0.0 <= hi for lo, hi in ranges.values())
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfbertopt.kernels import UnsupportedModelError, find_kernels, get_backbone
+from tfbertopt.quantization.config import QuantizationConfig
+
+
+def activation_quantizers(model) -> dict:
+    """{path: ActivationQuantizer} of every learned-range activation quantizer in `model`."""
+    from tfbertopt.layers import ActivationQuantizer
+
+    found = {}
+    for layer in _all_layers(model):
+        if isinstance(layer, ActivationQuantizer) and layer.fixed_range is None and layer.built:
+            found[layer.range_min.path.rsplit("/", 1)[0]] = layer
+    return found
+
+
+def _all_layers(model):
+    seen, stack = set(), [model]
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        yield layer
+        stack.extend(getattr(layer, "_layers", []))
+
+
+def is_quantized(model) -> bool:
+    """Whether `model` (or a Distiller's student) is a quantization-aware model."""
+    model = getattr(model, "student", None) or model
+    try:
+        backbone = get_backbone(model)
+    except UnsupportedModelError:
+        return False
+    return getattr(backbone, "quantization", None) is not None
+
+
+def activation_ranges(model) -> dict[str, tuple[float, float]]:
+    """{quantizer path: (lo, hi)} of the learned activation ranges (uninitialised quantizers are left out)."""
+    out = {}
+    for path, q in activation_quantizers(model).items():
+        if float(np.asarray(q.observed)) > 0:
+            out[path] = (float(np.asarray(q.range_min)), float(np.asarray(q.range_max)))
+    return out
+
+
+def uninitialized_quantizers(model) -> list[str]:
+    """Paths of activation quantizers that have seen no data (their range is empty)."""
+    return [p for p, q in activation_quantizers(model).items() if float(np.asarray(q.observed)) <= 0]
+
+
+def calibrate_ranges(model, calibration, steps: int = 100, batch_size: int = 16) -> dict:
+    """Sets every activation range to the running min/max over `steps` calibration examples (inference mode).
+
+    `calibration`: GLUE `Examples` (tokenized with the model's preprocessor) or a feature dict from `encode`.
+    Returns `activation_ranges(model)`.
+    """
+    from tfbertopt.export.calibration import calibration_features
+    from tfbertopt.export.litert import model_input_names
+    from tfbertopt.data.pipeline import without_preprocessor
+
+    quantizers = activation_quantizers(model)
+    if not quantizers:
+        raise ValueError("model has no activation quantizers; call quantize_model(model) first")
+    with without_preprocessor(model):
+        names = model_input_names(model)
+    features = calibration_features(calibration, model, names, None, steps)
+    for q in quantizers.values():
+        q.observed.assign(0.0)
+        q.observing = True
+    try:
+        n = len(features[names[0]])
+        for start in range(0, n, batch_size):
+            batch = {k: v[start:start + batch_size] for k, v in features.items()}
+            model.backbone(batch, training=False) if hasattr(model, "backbone") else model(batch, training=False)
+    finally:
+        for q in quantizers.values():
+            q.observing = False
+    return activation_ranges(model)
+
+
+def preserve_sparsity(model) -> int:
+    """Fixes the zero pattern of every encoder kernel that has zeros as a mask constraint; returns how many."""
+    import keras
+
+    from tfbertopt.pruning.prune import MaskConstraint
+
+    count = 0
+    for ref in find_kernels(model):
+        value = keras.ops.convert_to_numpy(ref.variable)
+        if ref.variable.constraint is None and np.any(value == 0):
+            mask = keras.Variable((value != 0).astype(np.float32), trainable=False, dtype="float32",
+                                  name=ref.path.replace("/", "_") + "_qat_mask")
+            ref.variable.constraint = MaskConstraint(mask)
+            count += 1
+    return count
+
+
+def quantize_model(model, config: QuantizationConfig | dict | None = None, calibration=None,
+                   calibration_steps: int = 100, preserve_sparsity_masks: bool = True):
+    """A quantization-aware copy of a BERT classifier (TFMOT's `quantize_model`, for keras-hub models).
+
+    Args:
+      model: a keras-hub `BertTextClassifier` (or a tfbertopt-shrunk/shared one on `PrunedBertBackbone`).
+      config: a `QuantizationConfig` (or its dict); defaults to LiteRT's int8 scheme at every point.
+      calibration: optional GLUE `Examples` or feature dict to start the activation ranges from.
+      calibration_steps: how many calibration examples.
+      preserve_sparsity_masks: keep the zeros of pruned kernels exactly zero while training.
+
+    Raises:
+      UnsupportedModelError: not a BERT classifier, or a factorized (low-rank) one.
+    """
+    from tfbertopt.factorization.rebuild import as_pruned_bert, rebuild
+
+    if is_quantized(model):
+        raise ValueError("model is already quantization-aware (its backbone has a quantization config)")
+    config = QuantizationConfig.from_config(config) or QuantizationConfig()
+    source = as_pruned_bert(model)
+    if any(spec.get("ranks") for spec in source.backbone.layer_specs):
+        raise UnsupportedModelError("quantization-aware training of factorized (low-rank) layers is not supported; "
+                                    "export the factorized model with post-training int8 instead")
+    quantized = rebuild(source, quantization=config.get_config())
+    if preserve_sparsity_masks:
+        preserve_sparsity(quantized)
+    if calibration is not None:
+        calibrate_ranges(quantized, calibration, steps=calibration_steps)
+    return quantized
