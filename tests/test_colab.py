@@ -59,7 +59,7 @@ def tagged(nb, tag: str):
 
 def test_notebooks_exist():
     names = {p.name for p in NOTEBOOKS}
-    assert {"quickstart.ipynb", "recipes.ipynb"} <= names
+    assert {"quickstart.ipynb", "recipes.ipynb", "pruning.ipynb", "qat_int8.ipynb", "distillation.ipynb"} <= names
     for path in NOTEBOOKS:
         nbformat.validate(nbformat.read(path, as_version=4))
 
@@ -76,6 +76,18 @@ def test_notebook_runs(path, tmp_path, notebook_env):
         assert "Wrote the demo recipe" in text_of(tagged(nb, "recipe-file"))
         report = text_of(tagged(nb, "report"))
         assert "| variant |" in report and "dynamic" in report, report
+    if path.stem == "pruning":
+        assert "overall sparsity: 0.8000" in text_of(tagged(nb, "sparsity"))
+        table = text_of(tagged(nb, "results-table"))
+        assert all(name in table for name in ("dense", "GMP 80%", "2:4", "shrunk")), table
+        assert len(list(tmp_path.glob("pruning/*.tflite"))) == 4
+    if path.stem == "qat_int8":
+        table = text_of(tagged(nb, "results-table"))
+        assert all(f"{name}.tflite" in table for name in ("float32", "dynamic", "ptq_int8", "qat_int8")), table
+    if path.stem == "distillation":
+        table = text_of(tagged(nb, "results-table"))
+        assert all(name in table for name in ("teacher", "student", "BiLSTM")), table
+        assert (tmp_path / "distillation" / "teacher_cache" / "logits.npy").exists()
 
 
 def test_recipes_notebook_uses_the_repository_recipe(tmp_path, notebook_env):
