@@ -190,9 +190,25 @@ def bilstm_distilled():
     return student
 
 
+def quantization_aware_mid_training():
+    """QAT of a shrunk model stopped mid-training: trained activation ranges, fake-quant layers, optimizer step."""
+    from tfbertopt.pruning.structured import full_plan, shrink
+    from tfbertopt.quantization import quantize_model
+
+    source = build(0, layers=2)
+    plan = full_plan(source)
+    plan.heads = {0: [1], 1: [0, 1]}
+    model = quantize_model(shrink(source, plan), calibration=demo_examples("train", 32), calibration_steps=16)
+    ds = _train(model)
+    with without_preprocessor(model):
+        model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False)
+    return model
+
+
 CASES = {f.__name__: f for f in (distilled_narrow_student, distilled_layer_student, factorized,
                                  factorized_embeddings, shared_layers, albert_style, shrunk, layerdrop,
-                                 pruned_mid_training, bilstm, cnn, bilstm_distilled)}
+                                 pruned_mid_training, bilstm, cnn, bilstm_distilled,
+                                 quantization_aware_mid_training)}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -60,3 +60,35 @@ def test_pruning_distillation_and_factorized_layers_train_on_jax():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     assert "pruning ok" in result.stdout and "distillation ok" in result.stdout
+
+
+QAT_SCRIPT = textwrap.dedent('''
+    import os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import keras
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    import numpy as np
+    from tfbertopt.data.demo import demo_examples, demo_vocabulary
+    from tfbertopt.models import tiny_bert_classifier
+    from tfbertopt.quantization import activation_ranges, quantize_model
+    from tfbertopt.train import finetune
+
+    train = demo_examples("train", 128)
+    clf = tiny_bert_classifier(demo_vocabulary(), hidden_dim=32, intermediate_dim=64, sequence_length=16, seed=3)
+    qat = quantize_model(clf, calibration=train, calibration_steps=32)
+    calibrated = activation_ranges(qat)
+    history = finetune(qat, train, epochs=1, batch_size=16, learning_rate=3e-3, length_grouping=1, verbose=0)
+    trained = activation_ranges(qat)
+    assert set(trained) == set(calibrated) and len(trained) == 2 * 13 + 2
+    assert all(np.isfinite(v).all() for v in trained.values())
+    assert sum(trained[k] != calibrated[k] for k in trained) > len(trained) // 2   # the EMA ran in the jitted step
+    assert np.isfinite(history.history["loss"][-1])
+    print("qat ok")
+''')
+
+
+def test_quantization_aware_training_on_jax():
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", QAT_SCRIPT], capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert "qat ok" in result.stdout

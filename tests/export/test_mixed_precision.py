@@ -9,8 +9,9 @@ from tfbertopt.export.verify import verify_litert
 
 @pytest.fixture(scope="module")
 def drifting():
-    """A tiny BERT on which plain int8 drifts: unit-variance random weights (input-dependent logits) and a
-    classifier bias centred on the dev set's median logit gap, so int8 noise flips many labels."""
+    """A tiny BERT on which plain int8 drifts: unit-variance random weights (input-dependent logits), a classifier
+    bias centred on the dev set's median logit gap, and Keras' -1e9 attention mask (attention_masking="keras"),
+    which makes int8 attention uniform, so int8 flips many labels."""
     import keras
 
     from tfbertopt.data.demo import demo_examples, demo_vocabulary
@@ -31,7 +32,7 @@ def drifting():
     bias = clf.output_dense.bias.numpy()
     bias[1] -= np.median(logits[:, 1] - logits[:, 0])
     clf.output_dense.bias.assign(bias)
-    mp = MixedPrecision(clf, train, sequence_length=16, calibration_steps=32, holdout=dev)
+    mp = MixedPrecision(clf, train, sequence_length=16, calibration_steps=32, holdout=dev, attention_masking="keras")
     return clf, train, dev, mp
 
 

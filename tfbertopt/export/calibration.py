@@ -78,7 +78,11 @@ def calibration_features(calibration, model, input_names, sequence_length: int |
                          f"the exported signature needs {list(input_names)}")
     arrays = {}
     for name in input_names:
-        value = np.asarray(calibration[name])
+        try:
+            value = np.asarray(calibration[name])
+        except ValueError as e:     # ragged nested lists
+            raise ValueError(f"calibration input '{name}' is not a rectangular array (rows of different lengths?): "
+                             f"{e}") from None
         if value.dtype.kind not in "iub":
             raise ValueError(f"calibration input '{name}' has dtype {value.dtype}; the signature takes int32 "
                              f"token data (encode the texts with the model's preprocessor)")

@@ -22,11 +22,10 @@ Quantizations:
   (`tfbertopt.export.attention_masking`). A quantization-aware trained model (`tfbertopt.quantization`) carries
   its trained activation ranges as fake-quant ops; the converter keeps them and calibrates only the tensors
   training did not range (inside LayerNorm and GELU).
-- "16x8": int16 activations with int8 weights (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`).
-  For keras-hub BERTs (TF 2.21) the int16 quantizer stops on the int32 index arithmetic that keras puts before
-  the embedding lookups (`where(ids < 0, ids + vocabulary_size, ids)`): it asks for a calibrated range of the
-  int32 `segment_ids`/`token_ids` inputs, which calibration never records for integer tensors. That raises
-  `ExportError` naming the mode rather than writing a half-quantized file.
+- "16x8": int16 activations with int8 weights (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`),
+  ops without an int16 kernel falling back to float. Traced with plain embedding gathers and a MUL-based LayerNorm
+  (`tfbertopt.export.int16_tracing`): Keras' own forms give int32 index arithmetic the int16 quantizer cannot range
+  and an int16 SQUARED_DIFFERENCE the runtime cannot run.
 
 "int8" and "16x8" need `calibration=`: a feature dict from `tfbertopt.data.pipeline.encode` or GLUE `Examples`
 (tokenized with the model's preprocessor), of which `calibration_steps` examples (100 by default) are fed one at a
@@ -65,6 +64,7 @@ import numpy as np
 
 from tfbertopt.data.pipeline import FEATURES, without_preprocessor
 from tfbertopt.export.attention_masking import quantization_friendly_masking
+from tfbertopt.export.int16_tracing import int16_friendly_ops
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +137,9 @@ def _convert(saved_model_dir, quantization, representative_dataset=None):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
         # Inputs stay int32 token data and outputs float32 (the converter's defaults): the signature is unchanged.
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if quantization == "int8"
-            else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        # 16x8: ops without an int16 kernel (the CAST of the padding mask) fall back to float builtins.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] if quantization == "int8" else [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
         return converter.convert()
     except Exception as e:  # the converter raises ConverterError with the unsupported ops in its text
@@ -158,6 +158,30 @@ def _convert(saved_model_dir, quantization, representative_dataset=None):
                 f"builtin ops only (no Flex/SELECT_TF_OPS, which most mobile runtimes lack)."
             ) from e
         raise ExportError(f"LiteRT conversion failed: {e}") from e
+
+
+@contextlib.contextmanager
+def saved_model(model, sequence_length: int | None, quantization: str = "float32", attention_masking: str = "floor"):
+    """A temporary SavedModel of `model`'s `serving_default` signature, traced in the graph form `quantization`
+    converts well: integer modes mask attention with a row-relative floor (`attention_masking`), 16x8 also uses
+    plain embedding gathers and a MUL-based LayerNorm (`int16_tracing`). Yields (folder, input names)."""
+    import tensorflow as tf
+
+    with without_preprocessor(model):
+        input_names = model_input_names(model)
+        num_classes = int(model.output.shape[-1]) if hasattr(model, "output") else model.num_classes
+        shape = (1, sequence_length) if sequence_length else (None, None)
+        signature = [tf.TensorSpec(shape, tf.int32, name=name) for name in input_names]
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        floor = quantization in CALIBRATED and attention_masking == "floor"
+        masking = quantization_friendly_masking() if floor else contextlib.nullcontext()
+        int16 = int16_friendly_ops() if quantization == "16x8" else contextlib.nullcontext()
+        with masking, int16, tempfile.TemporaryDirectory() as tmp:
+            archive.add_endpoint("serving_default", _serving_function(model, input_names, num_classes),
+                                 input_signature=signature)
+            archive.write_out(tmp, verbose=False)
+            yield tmp, input_names
 
 
 def op_counts(path_or_bytes) -> collections.Counter:
@@ -221,21 +245,8 @@ def export_litert(
         representative = representative_dataset(features, names, sequence_length)
     elif calibration is not None:
         logger.info("calibration= is only used by %s; ignored for quantization='%s'", CALIBRATED, quantization)
-    with without_preprocessor(model):
-        input_names = model_input_names(model)
-        num_classes = int(model.output.shape[-1]) if hasattr(model, "output") else model.num_classes
-        shape = (1, sequence_length) if sequence_length else (None, None)
-        signature = [tf.TensorSpec(shape, tf.int32, name=name) for name in input_names]
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        # Integer exports trace attention with a row-relative mask floor instead of -1e9 (see attention_masking).
-        floor = quantization in CALIBRATED and attention_masking == "floor"
-        masking = quantization_friendly_masking() if floor else contextlib.nullcontext()
-        with masking, tempfile.TemporaryDirectory() as tmp:
-            archive.add_endpoint("serving_default", _serving_function(model, input_names, num_classes),
-                                 input_signature=signature)
-            archive.write_out(tmp, verbose=False)
-            flatbuffer = _convert(tmp, quantization, representative)
+    with saved_model(model, sequence_length, quantization, attention_masking) as (tmp, input_names):
+        flatbuffer = _convert(tmp, quantization, representative)
     ops = op_counts(flatbuffer)
     foreign = sorted(op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE"))
     if foreign:
