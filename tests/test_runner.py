@@ -124,7 +124,7 @@ def test_qat_stage_then_int8_export(tmp_path):
     out = tmp_path / "out"
     run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
     model = load_model(str(out / "01_qat" / "model.keras"))
-    assert is_quantized(model) and len(activation_ranges(model)) == 2 * 13 + 2
+    assert is_quantized(model) and len(activation_ranges(model)) == 2 * 14 + 4
     row, = json.loads((out / "report.json").read_text())["rows"]
     assert row["tags"][0] == "qat" and "ptq-int8" in row["tags"] and row["verified"] is True
     assert row["float_ops"] >= 0

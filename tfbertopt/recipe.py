@@ -142,7 +142,8 @@ STAGES = {
     },
     "qat": {
         "points": (["embeddings", "linear", "attention", "gelu", "residual", "layer_norm"], list,
-                   "activations that carry an int8 fake-quant (see tfbertopt.quantization.QuantizationConfig)"),
+                   "activations that carry an int8 fake-quant (see tfbertopt.quantization.QuantizationConfig; "
+                   "layer_norm_internals is also available)"),
         "symmetric_activations": (False, bool, "symmetric activation ranges (Q8BERT) instead of LiteRT's asymmetric"),
         "ema_decay": (0.99, float, "decay of the moving averages of activation min/max"),
         "calibration_steps": (100, int, "training examples whose min/max start the activation ranges"),

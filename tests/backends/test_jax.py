@@ -79,7 +79,7 @@ QAT_SCRIPT = textwrap.dedent('''
     calibrated = activation_ranges(qat)
     history = finetune(qat, train, epochs=1, batch_size=16, learning_rate=3e-3, length_grouping=1, verbose=0)
     trained = activation_ranges(qat)
-    assert set(trained) == set(calibrated) and len(trained) == 2 * 13 + 2
+    assert set(trained) == set(calibrated) and len(trained) == 2 * 14 + 4
     assert all(np.isfinite(v).all() for v in trained.values())
     assert sum(trained[k] != calibrated[k] for k in trained) > len(trained) // 2   # the EMA ran in the jitted step
     assert np.isfinite(history.history["loss"][-1])

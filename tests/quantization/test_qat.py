@@ -24,12 +24,24 @@ def test_quantize_model_copies_weights_and_calibrates_every_point(tiny_classifie
     float_kernels = {r.path: np.asarray(r.variable) for r in find_kernels(tiny_classifier)}
     for ref in find_kernels(qat_model):
         np.testing.assert_array_equal(np.asarray(ref.variable), float_kernels[ref.path])
-    # 2 layers x (4 projections + context + scores + FFN pre-GELU + GELU + FFN out + 2 residual + 2 LN) + 2 embedding
-    assert len(activation_ranges(qat_model)) == 2 * 13 + 2
+    # per layer: 4 projections, scaled query, scores, context, FFN pre-GELU, GELU, FFN out... (14); embeddings: sum
+    # and LayerNorm output; pooler: pre-activation and output
+    assert len(activation_ranges(qat_model)) == 2 * 14 + 4
     assert not uninitialized_quantizers(qat_model)
     features = encode(demo_data[1].texts, tiny_classifier.preprocessor)
     diff = np.abs(predict_logits(qat_model, features) - predict_logits(tiny_classifier, features))
     assert 0 < diff.max() < 0.05                                             # quantization noise, no more
+
+
+def test_layer_norm_internals_simulate_litert_int8_layer_norm(tiny_classifier, demo_data):
+    from tfbertopt.layers import QuantizedLayerNormalization
+    from tfbertopt.quantization import POINTS
+
+    qat = quantize_model(tiny_classifier, {"points": POINTS}, calibration=demo_data[0], calibration_steps=16)
+    norms = [l for l in qat.backbone._flatten_layers() if isinstance(l, QuantizedLayerNormalization)]
+    assert len(norms) == 2 * 2 + 1                                        # 2 per layer + the embeddings'
+    assert len(activation_ranges(qat)) == 2 * 14 + 4 + 9 * len(norms)
+    assert all(np.isfinite(r).all() for r in activation_ranges(qat).values())
 
 
 def test_points_choose_the_quantizers(tiny_classifier):

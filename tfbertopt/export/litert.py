@@ -228,13 +228,17 @@ def export_litert(
     if quantization in CALIBRATED and calibration is None:
         raise ValueError(f"quantization='{quantization}' needs a calibration set: pass calibration= a feature dict "
                          f"from tfbertopt.data.pipeline.encode or GLUE Examples (e.g. 100 training examples)")
-    from tfbertopt.quantization.qat import uninitialized_quantizers
+    from tfbertopt.quantization.qat import activation_ranges, uninitialized_quantizers
 
     empty = uninitialized_quantizers(model)
     if empty:
         raise ExportError(f"{len(empty)} activation quantizers of this quantization-aware model have never seen data "
                           f"(e.g. {empty[:3]}), so their ranges are empty: train it, or call "
                           f"tfbertopt.quantization.calibrate_ranges(model, examples) before exporting")
+    broken = [p for p, r in activation_ranges(model).items() if not np.all(np.isfinite(r))]
+    if broken:
+        raise ExportError(f"{len(broken)} trained activation ranges are not finite (e.g. {broken[:3]}): the "
+                          f"quantization-aware model diverged; retrain or recalibrate it before exporting")
     representative = None
     if quantization in CALIBRATED:
         from tfbertopt.export.calibration import calibration_features, representative_dataset

@@ -6,7 +6,9 @@ from tfbertopt.layers.low_rank_multi_head_attention import LowRankMultiHeadAtten
 from tfbertopt.layers.pruned_bert_backbone import PrunedBertBackbone
 from tfbertopt.layers.pruned_transformer_encoder import PrunedTransformerEncoder
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
+from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
 from tfbertopt.layers.quantized_multi_head_attention import QuantizedMultiHeadAttention
 
 __all__ = ["PrunedTransformerEncoder", "PrunedBertBackbone", "LowRankEinsumDense", "LowRankMultiHeadAttention",
-           "ActivationQuantizer", "QuantizedEinsumDense", "QuantizedMultiHeadAttention"]
+           "ActivationQuantizer", "QuantizedEinsumDense", "QuantizedMultiHeadAttention",
+           "QuantizedLayerNormalization"]

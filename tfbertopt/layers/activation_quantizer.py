@@ -70,7 +70,8 @@ class ActivationQuantizer(keras.layers.Layer):
             return fake_quant_activation(inputs, *self.fixed_range, num_bits=self.num_bits)
         x = ops.cast(inputs, "float32")
         if training or self.observing:
-            lo, hi = ops.stop_gradient(ops.min(x)), ops.stop_gradient(ops.max(x))
+            finite = ops.where(ops.isfinite(x), x, ops.zeros_like(x))   # an inf (e.g. rsqrt(0)) must not set the range
+            lo, hi = ops.stop_gradient(ops.min(finite)), ops.stop_gradient(ops.max(finite))
             if self.symmetric:
                 hi = ops.maximum(ops.abs(lo), ops.abs(hi))
                 lo = -hi

@@ -37,6 +37,7 @@ from keras_hub.models import Backbone
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.pruned_transformer_encoder import PrunedTransformerEncoder
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
+from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
 from tfbertopt.quantization.config import QuantizationConfig
 
 
@@ -69,8 +70,13 @@ class PrunedBertBackbone(Backbone):
         self.segment_embedding = keras.layers.Embedding(
             num_segments, hidden_dim, embeddings_initializer=init, dtype=dtype, name="segment_embedding")
         self.embeddings_add = keras.layers.Add(dtype=dtype, name="embeddings_add")
-        self.embeddings_layer_norm = keras.layers.LayerNormalization(
-            axis=-1, epsilon=1e-12, dtype=dtype, name="embeddings_layer_norm")
+        if quantization is not None and quantization.quantizes("layer_norm_internals"):
+            self.embeddings_layer_norm = QuantizedLayerNormalization(
+                quantizer=quantization.activation_quantizer(), epsilon=1e-12, dtype=dtype,
+                name="embeddings_layer_norm")
+        else:
+            self.embeddings_layer_norm = keras.layers.LayerNormalization(
+                axis=-1, epsilon=1e-12, dtype=dtype, name="embeddings_layer_norm")
         self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
         self.transformer_layers, by_position = [], {}
         for i, spec in enumerate(layer_specs):
@@ -90,8 +96,10 @@ class PrunedBertBackbone(Backbone):
             self.pooled_dense = keras.layers.Dense(hidden_dim, kernel_initializer=init, activation="tanh",
                                                    dtype=dtype, name="pooled_dense")
         else:
+            linear = quantization.activation_quantizer() if quantization.quantizes("linear") else None
             self.pooled_dense = QuantizedEinsumDense("ab,bc->ac", (hidden_dim,), bias_axes="c", activation="tanh",
                                                      weight_bits=quantization.weight_bits,
+                                                     pre_activation_quantizer=linear, output_quantizer=linear,
                                                      kernel_initializer=init, dtype=dtype, name="pooled_dense")
         self.embeddings_quantizers = [
             ActivationQuantizer(**quantization.activation_quantizer(), dtype=dtype, name=name)

@@ -10,7 +10,8 @@ encoder, passed by the backbone that owns both; not part of the config) make thi
 block or FFN kernels (ALBERT's attention-only / FFN-only cross-layer sharing); LayerNorms stay per layer.
 `quantization` (a `QuantizationConfig` config dict) makes the layer train as LiteRT's int8 kernels run it
 (quantization-aware training): `QuantizedMultiHeadAttention`, `QuantizedEinsumDense` FFN projections, and
-`ActivationQuantizer`s on the residual sums and LayerNorm outputs (points "residual" and "layer_norm").
+`ActivationQuantizer`s on the residual sums and LayerNorm outputs (points "residual" and "layer_norm"), and
+`QuantizedLayerNormalization`s that simulate LiteRT's int8 LayerNorm internals (point "layer_norm_internals").
 
 Example:
 
@@ -32,6 +33,7 @@ from tfbertopt.layers.low_rank_einsum_dense import LowRankEinsumDense
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.low_rank_multi_head_attention import LowRankMultiHeadAttention
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
+from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
 from tfbertopt.layers.quantized_multi_head_attention import QuantizedMultiHeadAttention
 from tfbertopt.quantization.config import QuantizationConfig
 
@@ -94,13 +96,11 @@ class PrunedTransformerEncoder(TransformerEncoder):
                 ranks={ATTENTION_RANK_ROLES[k]: v for k, v in self.ranks.items() if k in ATTENTION_RANK_ROLES},
                 name="self_attention_layer", **dense)
             self._self_attention_layer.build(query_shape=inputs_shape, value_shape=inputs_shape)
-        self._self_attention_layer_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="self_attention_layer_norm")
+        self._self_attention_layer_norm = self._layer_norm("self_attention_layer_norm")
         self._self_attention_layer_norm.build(inputs_shape)
         self._self_attention_dropout = keras.layers.Dropout(
             rate=self.dropout, dtype=self.dtype_policy, name="self_attention_dropout")
-        self._feedforward_layer_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="feedforward_layer_norm")
+        self._feedforward_layer_norm = self._layer_norm("feedforward_layer_norm")
         self._feedforward_layer_norm.build(inputs_shape)
         if self._ffn_donor is not None:            # shared: the donor's FFN kernels
             self._feedforward_intermediate_dense = self._ffn_donor._feedforward_intermediate_dense
@@ -125,6 +125,13 @@ class PrunedTransformerEncoder(TransformerEncoder):
                                                                  name=f"{name}_quantizer")
                     self._quantizers[name].build(inputs_shape)
         self.built = True
+
+    def _layer_norm(self, name):
+        """keras-hub's LayerNorm, or with "layer_norm_internals" the one that simulates LiteRT's int8 LayerNorm."""
+        if self.quantization is not None and self.quantization.quantizes("layer_norm_internals"):
+            return QuantizedLayerNormalization(quantizer=self.quantization.activation_quantizer(),
+                                               epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name)
+        return keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name)
 
     def _quantize(self, name, x, training):
         quantizer = self._quantizers.get(name)

@@ -3,7 +3,7 @@
 The four projections become `QuantizedEinsumDense` layers (per-channel int8 weights, quantized outputs: the int8
 query, key and value the two BATCH_MATMULs read). The attention itself always takes the explicit path:
 
-    scores  = einsum(key, query / sqrt(key_dim))
+    scores  = einsum(key, fake_quant(query / sqrt(key_dim)))
     masked  = where(mask, scores, min(scores over keys) - MASK_MARGIN)    # not -1e9: see below
     probs   = fake_quant(softmax(fake_quant(masked)), [0, 255/256])         # LiteRT's fixed int8 softmax output
     context = fake_quant(einsum(probs, value))
@@ -68,8 +68,11 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
             quantized.build(shapes[attr])
             self._layers.remove(dense)      # untrack the float projection: the quantized one has its weights
             setattr(self, attr, quantized)
-        self.scores_quantizer = self.probs_quantizer = self.context_quantizer = None
+        self.scores_quantizer = self.probs_quantizer = self.context_quantizer = self.scaled_query_quantizer = None
         if config.quantizes("attention"):
+            self.scaled_query_quantizer = ActivationQuantizer(**config.activation_quantizer(),
+                                                              name="scaled_query_quantizer")
+            self.scaled_query_quantizer.build(None)
             self.scores_quantizer = ActivationQuantizer(**config.activation_quantizer(), name="scores_quantizer")
             self.probs_quantizer = ActivationQuantizer(
                 **config.activation_quantizer(fixed_range=SOFTMAX_OUTPUT_RANGE), name="probs_quantizer")
@@ -82,6 +85,8 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
         if use_causal_mask:
             raise NotImplementedError("QuantizedMultiHeadAttention is for encoders: no causal mask")
         query = ops.multiply(query, ops.cast(self._inverse_sqrt_key_dim, query.dtype))
+        if self.scaled_query_quantizer is not None:
+            query = self.scaled_query_quantizer(query, training=training)
         scores = ops.einsum(self._dot_product_equation, key, query)
         if attention_mask is not None:
             axis = -len(self._attention_axes) * 2 - 1
