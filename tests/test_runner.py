@@ -36,6 +36,9 @@ def test_demo_recipe_end_to_end_and_resume(tmp_path, capsys):
     assert (out / "00_finetune" / "model.keras").exists()
     assert set(json.loads((out / "state.json").read_text())["finished"]) == {"00_finetune", "01_export",
                                                                               "02_benchmark"}
+    stage, = report["stages"]          # the stage table: one training stage, its parameters and dev metric
+    assert stage["stage"] == "00_finetune" and stage["x_fewer_params"] == 1.0 and 0 <= stage["dev_accuracy"] <= 1
+    assert "## Stages" in (out / "report.md").read_text()
     capsys.readouterr()
     # A second run resumes: every stage is skipped and the fine-tuned model is reloaded, not retrained.
     run_recipe(load_recipe(_write(tmp_path, RECIPE)), str(out))

@@ -430,9 +430,12 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
         rows.append(row)
         say(f"benchmark: {q}: {row['tflite_mb']} MB, {row['latency_ms']} ms (2 threads)")
     command = command_line()
-    extra = {"recipe": run.recipe.get("_path"), "data": dev.source}
+    stages = stage_rows(run)
+    extra = {"recipe": run.recipe.get("_path"), "data": dev.source, "stages": stages}
     doc = harness.write_results(os.path.join(run.dir, "report.json"), run.recipe["name"], command, rows, peak,
                                 extra=extra)
+    with open(os.path.join(run.dir, "report.md"), "a") as f:
+        f.write("\n## Stages\n\n" + stage_table(stages) + "\n")
     if options["results"]:
         harness.write_results(options["results"], run.recipe["name"], command, rows, peak, extra=extra)
     print(harness.markdown_table(doc["rows"]), flush=True)
@@ -446,6 +449,35 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
     except ImportError as e:
         say(f"benchmark: no accuracy-vs-size/latency plots: {e}")
     return outputs
+
+
+def stage_rows(run: Run) -> list[dict]:
+    """One row per finished training stage: seconds, parameters (and the ratio to the recipe's starting model),
+    and the last dev metric its training logged."""
+    start = run.state.get("start_params")
+    rows = []
+    for key, out in run.state["finished"].items():
+        if "params" not in out:
+            continue
+        history = out.get("history") or {}
+        dev = {k: v[-1] for k, v in history.items() if k.startswith("dev_") and v}
+        rows.append({"stage": key, "seconds": out.get("seconds"), "params": out["params"],
+                     "x_fewer_params": round(start / out["params"], 2) if start else None, **dev})
+    return rows
+
+
+def stage_table(rows: list[dict]) -> str:
+    """The stage rows as a markdown table (dev metrics as logged; '-' where a stage logged none)."""
+    metrics = sorted({k for r in rows for k in r if k.startswith("dev_")})
+    head = ["stage", "seconds", "params", "x fewer params"] + metrics
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        seconds = f"{r['seconds']:.0f}" if r.get("seconds") is not None else "-"
+        cells = [r["stage"], seconds, f"{r['params'] / 1e6:.2f}M",
+                 f"{r['x_fewer_params']:.2f}" if r.get("x_fewer_params") else "-"]
+        cells += [f"{r[m]:.4f}" if isinstance(r.get(m), (int, float)) else "-" for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def command_line() -> str:
@@ -474,6 +506,10 @@ def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
         run.model = saving.load_model(model_path)
     else:
         run.model = build_model(recipe)
+    if "start_params" not in run.state:     # the stage table's reference (the recipe's model before any stage)
+        from tfbertopt.kernels import count_params
+
+        run.state["start_params"] = count_params(run.model)
     for i, stage in enumerate(recipe["stages"]):
         (name, options), = stage.items()
         key = f"{i:02d}_{name}"
