@@ -72,7 +72,12 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=30, help="timed LiteRT runs per variant")
     parser.add_argument("--train-examples", type=int, default=None, help="use the first N train examples (smoke runs)")
     parser.add_argument("--variants", default=",".join(ALL), help=f"comma-separated subset of {ALL}")
+    parser.add_argument("--step-timing", type=int, default=0, metavar="STEPS",
+                        help="only time STEPS steps each of the 3-layer student: plain, KD with the live teacher, KD "
+                             "from a teacher cache (same batches, back to back), into --out's step_timing")
     args = parser.parse_args(argv)
+    if args.step_timing:
+        return step_timing(args)
     wanted = args.variants.split(",")
     unknown = sorted(set(wanted) - set(ALL))
     if unknown:
@@ -145,6 +150,43 @@ def main(argv=None) -> int:
             measure(model, variant, tags, extra)
         log(f"{variant}: {rows[-1]['keras_score']}")
     print(harness.markdown_table(rows), flush=True)
+    return 0
+
+
+def step_timing(args) -> int:
+    """Median step seconds of the every-other-layer student: hard labels only, logits KD with the live teacher, and
+    logits KD read from `cache_teacher_outputs` (issue 5's cached step vs plain step)."""
+    import json
+    import tempfile
+
+    steps = args.step_timing
+    train = load_glue("sst2", "train", data_dir=args.data_dir).take(32 * (steps + 5))
+    teacher = load_model(args.teacher, compile=False)
+    teacher.trainable = False
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.time()
+        cache = cache_teacher_outputs(teacher, train, os.path.join(tmp, "cache"), verbose=0)
+        seconds["cache_build_seconds"] = round(time.time() - started, 1)
+        for kind, config, source in (("plain", None, None), ("live_teacher", KD, teacher), ("cached", KD, cache)):
+            student = student_from_teacher(teacher, "every_other")
+            student.trainable = True
+            timer = StepTimer()
+            finetune(student, train, None, epochs=1, batch_size=32, learning_rate=args.learning_rate,
+                     max_steps=steps, callbacks=[timer], verbose=2, length_grouping=1,
+                     teacher=source, distillation=config)
+            seconds[kind] = round(timer.median, 4)
+            log(f"{kind}: {seconds[kind]} s/step")
+    seconds["live_over_plain"] = round(seconds["live_teacher"] / seconds["plain"], 3)
+    seconds["cached_over_plain"] = round(seconds["cached"] / seconds["plain"], 3)
+    seconds["timed"] = f"{steps} steps each (first 20 skipped), batch 32, same batches, back to back"
+    with open(args.out) as f:
+        doc = json.load(f)
+    doc["step_timing"] = seconds
+    with open(args.out, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    log(f"step timing: {seconds}")
     return 0
 
 

@@ -139,3 +139,16 @@ def test_qat_stage_options_are_validated(tmp_path):
     bad = dict(RECIPE, stages=[{"qat": {"points": ["softmax"]}}])
     with pytest.raises(RecipeError, match=r"stages\[0\].qat.points"):
         load_recipe(_write(tmp_path, bad))
+
+
+def test_mixed_precision_export_in_a_recipe(tmp_path):
+    recipe = dict(RECIPE, stages=[
+        {"finetune": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}},
+        {"export": {"quantization": ["float32", "mixed"], "verify_examples": 32, "calibration_steps": 16,
+                    "mixed_max_float_ops": 6, "mixed_holdout": 32, "force": True}},
+        {"benchmark": {"latency_runs": 2, "threads": [1]}}])
+    out = tmp_path / "out"
+    run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
+    rows = {r["variant"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
+    assert rows["mixed"]["tags"] == ["mixed-precision"] and 0 < rows["mixed"]["float_ops"]
+    assert (out / "01_export" / "model_mixed.tflite").exists()

@@ -156,8 +156,12 @@ STAGES = {
     "export": {
         "quantization": (["float32", "float16", "dynamic"], list,
                          "LiteRT variants: float32, float16, dynamic, int8 (full integer, calibrated on training "
-                         "examples; after a qat stage its ranges come from training)"),
-        "calibration_steps": (100, int, "training examples that calibrate an int8 export"),
+                         "examples; after a qat stage its ranges come from training), mixed (int8 with the most "
+                         "sensitive ops float, Q-BERT style)"),
+        "calibration_steps": (100, int, "training examples that calibrate an int8 (or mixed) export"),
+        "mixed_max_float_ops": (40, int, "mixed: Q-BERT-style budget, at most this many ops kept float (the most "
+                                         "sensitive groups, measured on training examples)"),
+        "mixed_holdout": (200, int, "mixed: training examples the sensitivity is measured on"),
         "sequence_length": (None, int, "fixed input length (default: the recipe's sequence_length)"),
         "verify_examples": (None, int, "verify each file on the first N dev examples (default: all)"),
         "min_agreement": (0.995, float, "quantized exports must agree with Keras on this share of labels"),
@@ -170,7 +174,7 @@ STAGES = {
         "threads": ([2, 1], list, "LiteRT thread counts to time"),
     },
 }
-QUANTIZATION_CHOICES = ("float32", "float16", "dynamic", "int8")
+QUANTIZATION_CHOICES = ("float32", "float16", "dynamic", "int8", "mixed")
 TOP_LEVEL = {
     "name": (None, str, "recipe name (output folder name)"),
     "model": (None, str, "model source"),

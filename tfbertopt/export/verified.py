@@ -30,18 +30,28 @@ from tfbertopt.export.verify import VerificationError, verify_litert
 
 def export_verified(model, path, examples, quantization: str = "float32", sequence_length: int | None = 128,
                     force: bool = False, features=None, keras_logits=None, calibration=None,
-                    calibration_steps: int = 100, **tolerances):
+                    calibration_steps: int = 100, mixed_precision: dict | None = None, **tolerances):
     """Exports, verifies against Keras on `examples`, and writes the file only if it passed (or `force`).
 
     Returns (ExportResult, VerificationReport). `calibration` / `calibration_steps`: as `export_litert` (needed by
-    "int8" and "16x8"). `tolerances`: `max_logit_diff`, `min_agreement`.
+    "int8", "16x8" and "mixed"). `quantization="mixed"`: Q-BERT-style mixed precision
+    (`tfbertopt.export.mixed_precision.export_mixed_precision`) with `mixed_precision` = its keyword arguments
+    (a budget such as `max_float_ops`, and `holdout` examples to select on; never the verification examples).
+    `tolerances`: `max_logit_diff`, `min_agreement`.
     """
     from tfbertopt.bench.harness import versions
 
     path = str(path)
     staging = path + ".unverified"
-    result = export_litert(model, staging, quantization, sequence_length, calibration=calibration,
-                           calibration_steps=calibration_steps)
+    if quantization == "mixed":
+        from tfbertopt.export.mixed_precision import export_mixed_precision
+
+        mixed = export_mixed_precision(model, staging, sequence_length, calibration=calibration,
+                                       calibration_steps=calibration_steps, **(mixed_precision or {}))
+        result = mixed.export
+    else:
+        result = export_litert(model, staging, quantization, sequence_length, calibration=calibration,
+                               calibration_steps=calibration_steps)
     report = verify_litert(staging, model, examples, quantized=quantization != "float32", features=features,
                            keras_logits=keras_logits, **tolerances)
     record = {
