@@ -53,9 +53,9 @@ def main(argv=None) -> int:
     for model, variant, tags, q in [
             (teacher, "baseline", ["baseline", "teacher", "finetune"], "float32"),
             (teacher, "baseline-int8", ["ptq-dynamic"], "dynamic"),
-            (compressed, "heads-ffn-shrink", ["heads", "ffn", "structured"], "float32"),
-            (compressed, "compound", ["heads", "ffn", "structured", "ptq-dynamic"], "dynamic"),
-            (compressed, "compound-full-int8", ["heads", "ffn", "structured", "ptq-int8"], "int8")]:
+            (compressed, "heads-ffn-shrink", ["recipe", "heads", "ffn", "structured"], "float32"),
+            (compressed, "compound", ["recipe", "compound", "heads", "ffn", "structured", "ptq-dynamic"], "dynamic"),
+            (compressed, "compound-full-int8", ["recipe", "heads", "ffn", "structured", "ptq-int8"], "int8")]:
         log(f"{variant}: {q}")
         rows.append(harness.measure_variant(model, variant, tags, None if variant == "baseline" else "baseline", dev,
                                             bench_dir, peak, quantization=q, runs=args.runs, features=features,

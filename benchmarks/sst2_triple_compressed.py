@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     variants = [(teacher, "baseline", ["baseline", "teacher", "finetune"], "float32"),
                 (teacher, "baseline-int8", ["ptq-dynamic"], "dynamic"),
                 (compressed, "layerdrop-drop-4-6", COMPRESSED_TAGS, "float32"),
-                (compressed, "triple-compressed", ["triple-compressed", "compound", *COMPRESSED_TAGS, "ptq-dynamic"],
+                (compressed, "triple-compressed", ["triple-compressed", *COMPRESSED_TAGS, "ptq-dynamic"],
                  "dynamic")]
     features = {}
     rows = []
