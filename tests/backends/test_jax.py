@@ -1,4 +1,4 @@
-"""Training-time pieces are backend-neutral: pruning, the Distiller and factorized layers train under
+"""Training-time pieces are backend-neutral: pruning, the Distiller, factorized layers and QAT train under
 KERAS_BACKEND=jax (in a subprocess: the backend is fixed when Keras is first imported). Export stays TensorFlow."""
 
 import os
@@ -52,32 +52,14 @@ SCRIPT = textwrap.dedent('''
     assert "kd_hidden_loss" in history.history
     assert kl() < before, (kl(), before)
     print("distillation ok", before, kl())
-''')
 
-
-def test_pruning_distillation_and_factorized_layers_train_on_jax():
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=900, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    assert "pruning ok" in result.stdout and "distillation ok" in result.stdout
-
-
-QAT_SCRIPT = textwrap.dedent('''
-    import os
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import keras
-    assert keras.backend.backend() == "jax", keras.backend.backend()
-    import numpy as np
-    from tfbertopt.data.demo import demo_examples, demo_vocabulary
-    from tfbertopt.models import tiny_bert_classifier
+    # Quantization-aware training: the moving-average ranges update inside the jitted JAX train step.
     from tfbertopt.quantization import activation_ranges, quantize_model
-    from tfbertopt.train import finetune
 
-    train = demo_examples("train", 128)
-    clf = tiny_bert_classifier(demo_vocabulary(), hidden_dim=32, intermediate_dim=64, sequence_length=16, seed=3)
-    qat = quantize_model(clf, calibration=train, calibration_steps=32)
+    qat = quantize_model(tiny(num_layers=2, seed=3), calibration=train, calibration_steps=32)
     calibrated = activation_ranges(qat)
-    history = finetune(qat, train, epochs=1, batch_size=16, learning_rate=3e-3, length_grouping=1, verbose=0)
+    history = finetune(qat, train.take(128), epochs=1, batch_size=16, learning_rate=3e-3, length_grouping=1,
+                       verbose=0)
     trained = activation_ranges(qat)
     assert set(trained) == set(calibrated) and len(trained) == 2 * 14 + 4
     assert all(np.isfinite(v).all() for v in trained.values())
@@ -87,8 +69,9 @@ QAT_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_quantization_aware_training_on_jax():
+def test_pruning_distillation_factorized_layers_and_qat_train_on_jax():
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", QAT_SCRIPT], capture_output=True, text=True, timeout=900, env=env)
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    assert "qat ok" in result.stdout
+    assert "pruning ok" in result.stdout and "distillation ok" in result.stdout and "qat ok" in result.stdout
+
