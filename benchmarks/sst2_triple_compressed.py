@@ -12,19 +12,21 @@ has no teacher row, so this script then exports and verifies four files on the f
     triple-compressed    the recipe's final model, dynamic-range int8 (all three)
 
 plus, for comparison, the final model as full-integer int8 (calibrated; not the paper's method), and times them
-all back to back in one pass after re-measuring this machine's int8 peak (batch 1, sequence 128, 2 and 1
-threads), so that no training or export runs between timings.
+all back to back after measuring this machine's int8 peak (batch 1, sequence 128, 2 and 1 threads), so that no
+training or export runs between timings: `--passes` round-robin passes, the fastest pass per file, because other
+work on this shared 2-core machine comes in bursts that only slow a pass down. `--timing-only` re-times the files of
+an existing results file the same way.
 
     python benchmarks/sst2_triple_compressed.py --data-dir ../shared/data/glue
 
 A finished recipe run is resumed, not repeated (its stages are recorded in <work>/state.json). The files are written
-as <work>/bench/<variant>_<quantization>.tflite, so `python -m tfbertopt.bench.retime
-benchmarks/results/sst2_triple_compressed.json --models-dir runs/sst2-triple-compressed/bench` can re-time them.
+as <work>/bench/<variant>_<quantization>.tflite (the compressed ones are byte-identical to the recipe's exports).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -49,6 +51,54 @@ def log(message: str) -> None:
     print(f"[sst2_triple_compressed {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+TIMING_NOTE = ("all files timed back to back after export and verification, in {passes} round-robin passes "
+               "(each: the median of --runs invocations per file); a row's latency is its fastest pass, since load "
+               "on this shared machine only slows a pass down (every pass in latency_ms_passes)")
+
+
+def time_rows(rows: list[dict], bench_dir: str, runs: int, passes: int) -> float:
+    """Times every row's file at 2 and 1 threads in `passes` round-robin passes (every file once per pass; each pass
+    the median of `runs` invocations) and sets each row's latency to its fastest pass: bursts of other work on this
+    shared 2-core machine only ever slow a pass down (by up to 2x, seen here), and one of several passes
+    usually misses them. All passes are kept in the row. Returns the int8 peak (GMAC/s)."""
+    log(f"timing: int8 peak, then every file back to back, {passes} passes")
+    peak = latency.int8_peak_gmacs(num_threads=2)
+    log(f"int8 peak {peak:.0f} GMAC/s (2 threads)")
+    samples = {row["variant"]: {2: [], 1: []} for row in rows}
+    for i in range(passes):
+        for row in rows:
+            path = os.path.join(bench_dir, f"{row['variant']}_{row['quantization']}.tflite")
+            for threads in (2, 1):
+                samples[row["variant"]][threads].append(latency.litert_latency_ms(path, num_threads=threads,
+                                                                                   runs=runs))
+        log(f"pass {i + 1}/{passes}: " + ", ".join(f"{v} {s[2][-1]:.2f} ms" for v, s in samples.items()))
+    for row in rows:
+        s = samples[row["variant"]]
+        ms2, ms1 = min(s[2]), min(s[1])
+        row["latency_ms"], row["latency_ms_1thread"] = round(ms2, 3), round(ms1, 3)
+        row["latency_ms_passes"] = [round(x, 3) for x in s[2]]
+        row["latency_ms_1thread_passes"] = [round(x, 3) for x in s[1]]
+        row["peak_share"] = round(row["macs"] / (ms2 / 1e3) / (peak * 1e9), 4)
+        log(f"{row['variant']}: {row['latency_ms']} ms (2 threads), {row['latency_ms_1thread']} ms (1 thread)")
+    return peak
+
+
+def retime(args) -> int:
+    """--timing-only: re-times the files of an existing results file (same rows, same verification) in place."""
+    with open(args.out) as f:
+        doc = json.load(f)
+    rows = doc["rows"]
+    peak = time_rows(rows, os.path.join(doc.get("recipe_dir", args.work), "bench"), args.runs, args.passes)
+    extra = {k: v for k, v in doc.items() if k not in ("benchmark", "date", "machine", "command", "int8_peak_gmacs",
+                                                         "versions", "rows", "retimed")}
+    extra["timing"] = TIMING_NOTE.format(passes=args.passes)
+    extra["retimed"] = {"command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M"),
+                        "note": "latencies and the int8 peak re-measured; scores and files unchanged"}
+    doc = harness.write_results(args.out, doc["benchmark"], doc["command"], rows, peak, extra=extra)
+    print(harness.markdown_table(doc["rows"]), flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="recipes/sst2_triple_compressed.yaml")
@@ -61,8 +111,13 @@ def main(argv=None) -> int:
                         help="recipe override, as `tfbertopt run --set` (e.g. data.max_train_examples=64 for a "
                              "smoke test)")
     parser.add_argument("--skip-full-int8", action="store_true", help="skip the full-integer int8 comparison row")
+    parser.add_argument("--passes", type=int, default=7, help="round-robin timing passes (fastest reported)")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only re-time the files of an existing --out results file (after a noisy first run)")
     parser.add_argument("--dev-examples", type=int, default=None, help="measure on the first N dev examples only")
     args = parser.parse_args(argv)
+    if args.timing_only:
+        return retime(args)
     started = time.time()
 
     recipe = load_recipe(args.recipe, overrides=[f"data.dir={args.data_dir}", *args.set])
@@ -124,20 +179,11 @@ def main(argv=None) -> int:
         rows.append(row)
 
     # 2. Time every file back to back, after measuring the int8 peak.
-    log("timing: int8 peak, then every file back to back")
-    peak = latency.int8_peak_gmacs(num_threads=2)
-    log(f"int8 peak {peak:.0f} GMAC/s (2 threads)")
-    for row in rows:
-        path = os.path.join(bench_dir, f"{row['variant']}_{row['quantization']}.tflite")
-        ms2 = latency.litert_latency_ms(path, num_threads=2, runs=args.runs)
-        ms1 = latency.litert_latency_ms(path, num_threads=1, runs=args.runs)
-        row["latency_ms"], row["latency_ms_1thread"] = round(ms2, 3), round(ms1, 3)
-        row["peak_share"] = round(row["macs"] / (ms2 / 1e3) / (peak * 1e9), 4)
-        log(f"{row['variant']}: {row['latency_ms']} ms (2 threads), {row['latency_ms_1thread']} ms (1 thread)")
+    peak = time_rows(rows, bench_dir, args.runs, args.passes)
 
     extra = {"data": dev.source, "teacher": teacher_path, "recipe": args.recipe, "recipe_dir": args.work,
              "recipe_stage_seconds": recipe_seconds, "recipe_exports": recipe_exports, "plan": plan,
-             "timing": "all files timed back to back in one pass after export and verification",
+             "timing": TIMING_NOTE.format(passes=args.passes),
              "total_seconds": round(time.time() - started, 1)}
     doc = harness.write_results(args.out, "sst2_triple_compressed", command_line(), rows, peak, extra=extra)
     print(harness.markdown_table(doc["rows"]), flush=True)
