@@ -163,7 +163,8 @@ def _stage_prune(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
     overall = get_pruning(run.model).overall_sparsity()
     strip_pruning(run.model)
     say(f"prune: overall sparsity {overall:.4f}")
-    return _save_stage_model(run, stage_dir, {"sparsity": overall, "per_kernel": sparsities})
+    tags = ["n:m"] if options["m_by_n"] else ["gmp", "unstructured"]
+    return _save_stage_model(run, stage_dir, {"sparsity": overall, "per_kernel": sparsities, "tags": tags})
 
 
 def _stage_structured_prune(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
@@ -184,7 +185,7 @@ def _stage_structured_prune(run: Run, options: dict, stage_dir: str, train, dev)
         finetune(run.model, train, dev, epochs=options["recovery_epochs"], batch_size=options["batch_size"],
                  learning_rate=options["learning_rate"], max_steps=options["max_steps"], seed=run.recipe["seed"],
                  verbose=2)
-    return _save_stage_model(run, stage_dir, {"plan": summary})
+    return _save_stage_model(run, stage_dir, {"plan": summary, "tags": ["heads", "ffn", "structured", "shrink"]})
 
 
 def _stage_layerdrop(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
@@ -199,7 +200,7 @@ def _stage_layerdrop(run: Run, options: dict, stage_dir: str, train, dev) -> dic
     plan = plan_drop_layers(run.model, options["drop_layers"])
     summary = plan.summary(run.model)
     run.model = shrink(run.model, plan)
-    return _save_stage_model(run, stage_dir, {"plan": summary})
+    return _save_stage_model(run, stage_dir, {"plan": summary, "tags": ["layerdrop", "layers", "shrink"]})
 
 
 def _stage_factorize(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
