@@ -340,8 +340,8 @@ def _stage_distill(run: Run, options: dict, stage_dir: str, train, dev, index: i
 
 
 def _stage_qat(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
-    """Quantization-aware fine-tuning: ranges start from a calibration pass, then train (optionally distilled)."""
-    from tfbertopt.distillation import DistillationConfig
+    """Quantization-aware fine-tuning: ranges start from a calibration pass, then train (optionally distilled, with
+    finetune's default loss: 0.5 hard labels + 0.5 KL at T=2, as factorize's distill_recovery)."""
     from tfbertopt.quantization import QuantizationConfig, activation_ranges, quantize_model
     from tfbertopt.train import finetune
 
@@ -351,12 +351,9 @@ def _stage_qat(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
         f"training examples")
     teacher = run.model
     run.model = quantize_model(run.model, config, calibration=train, calibration_steps=options["calibration_steps"])
-    distillation = DistillationConfig(hard_label_weight=0.5, logits="kl", logits_weight=0.5, temperature=2.0) \
-        if options["distill"] else None
     history = finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
                        learning_rate=options["learning_rate"], max_steps=options["max_steps"],
-                       seed=run.recipe["seed"], verbose=2, teacher=teacher if options["distill"] else None,
-                       distillation=distillation)
+                       seed=run.recipe["seed"], verbose=2, teacher=teacher if options["distill"] else None)
     logs = {k: [float(x) for x in v] for k, v in history.history.items()}
     return _save_stage_model(run, stage_dir, {"history": logs, "tags": ["qat"],
                                               "activation_ranges": len(activation_ranges(run.model))})

@@ -34,10 +34,23 @@ from keras import ops
 DEFAULT_MARGIN = 10.0
 
 
+def broadcast_mask(layer, scores, mask):
+    """`mask` expanded from the heads axis on to `scores`' rank, as Keras' `MultiHeadAttention._masked_softmax`."""
+    axis = -len(layer._attention_axes) * 2 - 1
+    for _ in range(len(scores.shape) - len(mask.shape)):
+        mask = ops.expand_dims(mask, axis=axis)
+    return mask
+
+
+def floor_masked(scores, mask, margin: float = DEFAULT_MARGIN, axis=-1):
+    """`scores` with masked-out entries (mask False) replaced by the row's minimum minus `margin`."""
+    floor = ops.min(scores, axis=axis, keepdims=True) - margin
+    return ops.where(ops.cast(mask, "bool"), scores, floor)
+
+
 def masked_softmax_with_floor(scores, mask, axis=-1, margin: float = DEFAULT_MARGIN):
     """Softmax over `axis` where masked-out entries (mask False) take the row's minimum minus `margin`."""
-    floor = ops.min(scores, axis=axis, keepdims=True) - margin
-    return ops.softmax(ops.where(ops.cast(mask, "bool"), scores, floor), axis=axis)
+    return ops.softmax(floor_masked(scores, mask, margin, axis), axis=axis)
 
 
 @contextlib.contextmanager
@@ -47,15 +60,9 @@ def quantization_friendly_masking(margin: float = DEFAULT_MARGIN):
     original = cls._masked_softmax
 
     def _masked_softmax(self, attention_scores, attention_mask=None):
-        if attention_mask is None:
-            return original(self, attention_scores, None)
-        # As Keras: the mask broadcasts from the heads axis on.
-        axis = -len(self._attention_axes) * 2 - 1
-        for _ in range(len(attention_scores.shape) - len(attention_mask.shape)):
-            attention_mask = ops.expand_dims(attention_mask, axis=axis)
-        normalized = tuple(range(-len(self._attention_axes), 0))
-        if len(normalized) != 1:  # multi-axis attention: keep Keras' own masking
+        if attention_mask is None or len(self._attention_axes) != 1:   # multi-axis attention: Keras' own masking
             return original(self, attention_scores, attention_mask)
+        attention_mask = broadcast_mask(self, attention_scores, attention_mask)
         return masked_softmax_with_floor(attention_scores, attention_mask, axis=-1, margin=margin)
 
     cls._masked_softmax = _masked_softmax

@@ -96,7 +96,7 @@ class PrunedBertBackbone(Backbone):
             self.pooled_dense = keras.layers.Dense(hidden_dim, kernel_initializer=init, activation="tanh",
                                                    dtype=dtype, name="pooled_dense")
         else:
-            linear = quantization.activation_quantizer() if quantization.quantizes("linear") else None
+            linear = quantization.quantizer_for("linear")
             self.pooled_dense = QuantizedEinsumDense("ab,bc->ac", (hidden_dim,), bias_axes="c", activation="tanh",
                                                      weight_bits=quantization.weight_bits,
                                                      pre_activation_quantizer=linear, output_quantizer=linear,

@@ -186,8 +186,7 @@ def _dense(units, rank, activation=None, quantization=None, **kwargs):
     """A Dense over (batch, seq, features), its rank-`rank` factorization, or its quantization-aware form."""
     if quantization is not None:
         # The FFN intermediate's FULLY_CONNECTED output is a "linear" point, its GELU output a "gelu" point.
-        linear = quantization.activation_quantizer() if quantization.quantizes("linear") else None
-        gelu = quantization.activation_quantizer() if quantization.quantizes("gelu") else None
+        linear, gelu = quantization.quantizer_for("linear"), quantization.quantizer_for("gelu")
         return QuantizedEinsumDense("abc,cd->abd", (None, units), bias_axes="d", activation=activation,
                                     weight_bits=quantization.weight_bits,
                                     output_quantizer=gelu if activation is not None else linear,

@@ -35,6 +35,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfbertopt.export.attention_masking import broadcast_mask, floor_masked
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.quantization.config import QuantizationConfig
@@ -55,7 +56,7 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
     def build(self, query_shape, value_shape, key_shape=None):
         super().build(query_shape, value_shape, key_shape)
         config = self.quantization
-        output_quantizer = config.activation_quantizer() if config.quantizes("linear") else None
+        output_quantizer = config.quantizer_for("linear")
         common = {k: v for k, v in self._get_common_kwargs_for_sublayer().items()
                   if k in ("kernel_initializer", "bias_initializer", "dtype")}
         shapes = {"_query_dense": query_shape, "_key_dense": key_shape or value_shape, "_value_dense": value_shape,
@@ -89,11 +90,7 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
             query = self.scaled_query_quantizer(query, training=training)
         scores = ops.einsum(self._dot_product_equation, key, query)
         if attention_mask is not None:
-            axis = -len(self._attention_axes) * 2 - 1
-            for _ in range(len(scores.shape) - len(attention_mask.shape)):
-                attention_mask = ops.expand_dims(attention_mask, axis=axis)
-            floor = ops.min(scores, axis=-1, keepdims=True) - MASK_MARGIN
-            scores = ops.where(ops.cast(attention_mask, "bool"), scores, floor)
+            scores = floor_masked(scores, broadcast_mask(self, scores, attention_mask), MASK_MARGIN)
         if self.scores_quantizer is not None:
             scores = self.scores_quantizer(scores, training=training)
         probs = ops.softmax(scores, axis=-1)

@@ -67,6 +67,16 @@ def _variable_scope(variable):
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
+def attach_mask(ref, value: np.ndarray, suffix: str = "mask"):
+    """A 0/1 mask variable for `ref`'s kernel (mirrored like the kernel under tf.distribute), set as the kernel's
+    constraint so the optimizer applies it after every update. Returns the mask variable."""
+    with _variable_scope(ref.variable):
+        mask = keras.Variable(np.asarray(value, np.float32), trainable=False, dtype="float32",
+                              name=ref.path.replace("/", "_") + "_" + suffix)
+    ref.variable.constraint = MaskConstraint(mask)
+    return mask
+
+
 def _matrix_view(ref, w: np.ndarray) -> np.ndarray:
     """Kernel as (inputs, outputs): the attention output kernel (heads, head_dim, H) has two input axes."""
     if ref.role == "attention_output":
@@ -95,13 +105,7 @@ class Pruning:
                 if rows % sparsity_m_by_n[1]:
                     raise ValueError(f"{ref.path}: {rows} input channels are not a multiple of "
                                      f"M={sparsity_m_by_n[1]}")
-        self.masks = []
-        for ref in self.refs:
-            with _variable_scope(ref.variable):
-                mask = keras.Variable(np.ones(ref.shape, np.float32), trainable=False, dtype="float32",
-                                      name=ref.path.replace("/", "_") + "_mask")
-            self.masks.append(mask)
-            ref.variable.constraint = MaskConstraint(mask)
+        self.masks = [attach_mask(ref, np.ones(ref.shape, np.float32)) for ref in self.refs]
         self.current_sparsity = 0.0
         self.refresh_from_weights()
         self.needs_retrace = True

@@ -81,6 +81,10 @@ class QuantizationConfig:
         return {"num_bits": self.activation_bits, "ema_decay": self.ema_decay,
                 "symmetric": self.symmetric_activations, **overrides}
 
+    def quantizer_for(self, point: str) -> dict | None:
+        """The `ActivationQuantizer` config for a tensor at `point`, or None when that point is not quantized."""
+        return self.activation_quantizer() if self.quantizes(point) else None
+
     def get_config(self) -> dict:
         config = dataclasses.asdict(self)
         config["points"] = list(self.points)

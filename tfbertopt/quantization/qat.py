@@ -40,21 +40,10 @@ def activation_quantizers(model) -> dict:
     from tfbertopt.layers import ActivationQuantizer
 
     found = {}
-    for layer in _all_layers(model):
+    for layer in model._flatten_layers(include_self=True, recursive=True):
         if isinstance(layer, ActivationQuantizer) and layer.fixed_range is None and layer.built:
             found[layer.range_min.path.rsplit("/", 1)[0]] = layer
     return found
-
-
-def _all_layers(model):
-    seen, stack = set(), [model]
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        yield layer
-        stack.extend(getattr(layer, "_layers", []))
 
 
 def is_quantized(model) -> bool:
@@ -115,15 +104,13 @@ def preserve_sparsity(model) -> int:
     """Fixes the zero pattern of every encoder kernel that has zeros as a mask constraint; returns how many."""
     import keras
 
-    from tfbertopt.pruning.prune import MaskConstraint
+    from tfbertopt.pruning.prune import attach_mask
 
     count = 0
     for ref in find_kernels(model):
         value = keras.ops.convert_to_numpy(ref.variable)
         if ref.variable.constraint is None and np.any(value == 0):
-            mask = keras.Variable((value != 0).astype(np.float32), trainable=False, dtype="float32",
-                                  name=ref.path.replace("/", "_") + "_qat_mask")
-            ref.variable.constraint = MaskConstraint(mask)
+            attach_mask(ref, value != 0, suffix="qat_mask")
             count += 1
     return count
 
