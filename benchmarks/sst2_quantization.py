@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     peak = latency.int8_peak_gmacs(num_threads=2)
     log(f"int8 peak {peak:.0f} GMAC/s")
     rows, step_seconds = [], {}
+    command, qat_steps, later = command_line(), args.steps, {}
     if args.add_16x8:
         import json
 
@@ -85,6 +86,9 @@ def main(argv=None) -> int:
             doc = json.load(f)
         rows[:] = [r for r in doc["rows"] if r["variant"] != "ptq-16x8"]
         step_seconds.update(doc.get("step_seconds", {}))
+        # The file stays the main run's: its command and QAT steps; this command is recorded beside it.
+        command, qat_steps = doc["command"], doc.get("qat_steps", args.steps)
+        later["later_commands"] = doc.get("later_commands", []) + [command_line() + "  (the ptq-16x8 row)"]
 
     def measure(model, variant, tags, quantization, extra=None, export_options=None):
         log(f"{variant}: export {quantization}, verify, time")
@@ -92,9 +96,10 @@ def main(argv=None) -> int:
             model, variant, tags, None if variant == "baseline" else "baseline", dev, args.work, peak,
             quantization=quantization, runs=args.runs, features=features, extra=extra,
             calibration=calibration if quantization in ("int8", "16x8") else None, export_options=export_options))
-        harness.write_results(args.out, "sst2_quantization", command_line(), rows, peak,
-                              extra={"data": dev.source, "teacher": args.teacher, "qat_steps": args.steps,
-                                     "calibration": "100 SST-2 train sentences", "step_seconds": step_seconds})
+        harness.write_results(args.out, "sst2_quantization", command, rows, peak,
+                              extra={"data": dev.source, "teacher": args.teacher, "qat_steps": qat_steps,
+                                     "calibration": "100 SST-2 train sentences", "step_seconds": step_seconds,
+                                     **later})
 
     if args.add_16x8:
         measure(teacher, "ptq-16x8", ["ptq-16x8"], "16x8")
