@@ -8,6 +8,13 @@ sequence 128, 2 and 1 threads). Rows are written after every variant, so a stopp
 
     python benchmarks/sst2_distillation.py --data-dir ../shared/data/glue
 
+Sentence pairs: `--task mrpc` runs the same students on MRPC (defaults then become
+--teacher runs/mrpc-minilm-baseline/00_finetune/model.keras, --out benchmarks/results/mrpc_distillation.json,
+--work runs/mrpc-distillation), e.g. three epochs' worth of MRPC (115 steps of 32 each):
+
+    python benchmarks/sst2_distillation.py --task mrpc --steps 345 \
+        --variants student-3l-hard,student-3l-kd,student-3l-tinybert,student-3l-pkd
+
 Variants:
   student-3l-hard    DistilBERT's init (teacher layers 1, 3, 5 of 6), hard labels only: the control.
   student-3l-kd      same init, 0.5 hard CE + 0.5 Hinton KL at T=2 (DistilBERT's task-distillation loss).
@@ -16,6 +23,9 @@ Variants:
   bilstm / cnn       Tang et al.: a one-layer BiLSTM (150 units per direction) / a Kim CNN (100 filters of widths
                      3, 4, 5) over a copy of the teacher's word embeddings, trained on the teacher's logits by MSE
                      from an on-disk teacher-output cache (the teacher runs once), `--word-steps` steps, lr 1e-3.
+  student-3l-pkd     same init, Patient-KD Skip (Sun et al. 2019): 0.5 hard CE + 0.5 KL at T=10 + 100 x MSE of the
+                     normalised [CLS] states on the "skip" layer map (recipes/sst2_pkd.yaml's loss); not in the
+                     default --variants.
   gmp-90 / gmp-90-kd  polynomial-decay magnitude pruning to 90% over 70% of `--gmp-steps` steps, without and with
                      the teacher's KL (distillation-guided pruning, issue 3's accuracy goal).
 """
@@ -33,7 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tfbertopt.bench import harness, latency  # noqa: E402
 from tfbertopt.bench.harness import StepTimer  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
-from tfbertopt.data.pipeline import encode  # noqa: E402
+from tfbertopt.data.pipeline import encode, steps_per_epoch  # noqa: E402
 from tfbertopt.distillation import (  # noqa: E402
     DistillationConfig,
     bilstm_student,
@@ -51,7 +61,21 @@ TINYBERT = DistillationConfig(hard_label_weight=0.0, logits="kl", logits_weight=
                               hidden_weight=1.0, attention="mse", attention_weight=1.0, embedding_weight=1.0,
                               layer_map="uniform")
 TANG = DistillationConfig(hard_label_weight=0.0, logits="mse", logits_weight=1.0)
+PKD = DistillationConfig(hard_label_weight=0.5, logits="kl", logits_weight=0.5, temperature=10.0, cls_weight=100.0,
+                         layer_map="skip")
 ALL = ["student-3l-kd", "student-3l-hard", "student-3l-tinybert", "gmp-90-kd", "gmp-90", "bilstm", "cnn"]
+CHOICES = ALL + ["student-3l-pkd"]   # the default run (ALL) is unchanged; PKD is asked for by name
+
+
+def step_budget(n_train: int, steps: int, batch_size: int = 32) -> tuple[int, int]:
+    """(epochs, max_steps per epoch) for `finetune` to run exactly `steps` steps: its `max_steps` caps the steps of
+    each epoch, so with epochs=1 a budget larger than one epoch (MRPC: 115 steps of 32) would stop after one."""
+    import math
+
+    from tfbertopt.data.pipeline import steps_per_epoch
+
+    epochs = max(1, math.ceil(steps / steps_per_epoch(n_train, batch_size)))
+    return epochs, math.ceil(steps / epochs)
 
 
 def log(message: str) -> None:
@@ -60,31 +84,38 @@ def log(message: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", default="runs/sst2-minilm-baseline/00_finetune/model.keras")
+    parser.add_argument("--task", default="sst2", choices=["sst2", "mrpc"], help="GLUE task (sst2 or mrpc)")
+    parser.add_argument("--teacher", default=None,
+                        help="default runs/sst2-minilm-baseline/00_finetune/model.keras "
+                             "(runs/mrpc-minilm-baseline/... for --task mrpc)")
     parser.add_argument("--data-dir", default="../shared/data/glue")
     parser.add_argument("--steps", type=int, default=2000, help="training steps per student")
     parser.add_argument("--gmp-steps", type=int, default=2500, help="training steps per GMP variant")
     parser.add_argument("--word-steps", type=int, default=4000, help="training steps per BiLSTM/CNN student")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--gmp-learning-rate", type=float, default=3e-5)
-    parser.add_argument("--out", default="benchmarks/results/sst2_distillation.json")
-    parser.add_argument("--work", default="runs/sst2-distillation")
+    parser.add_argument("--out", default=None, help="default benchmarks/results/<task>_distillation.json")
+    parser.add_argument("--work", default=None, help="default runs/<task>-distillation")
+    parser.add_argument("--notes", default=None, help="free text recorded as `notes` in --out")
     parser.add_argument("--runs", type=int, default=30, help="timed LiteRT runs per variant")
     parser.add_argument("--train-examples", type=int, default=None, help="use the first N train examples (smoke runs)")
-    parser.add_argument("--variants", default=",".join(ALL), help=f"comma-separated subset of {ALL}")
+    parser.add_argument("--variants", default=",".join(ALL), help=f"comma-separated subset of {CHOICES}")
     parser.add_argument("--step-timing", type=int, default=0, metavar="STEPS",
                         help="only time STEPS steps each of the 3-layer student: plain, KD with the live teacher, KD "
                              "from a teacher cache (same batches, back to back), into --out's step_timing")
     args = parser.parse_args(argv)
+    args.teacher = args.teacher or f"runs/{args.task}-minilm-baseline/00_finetune/model.keras"
+    args.out = args.out or f"benchmarks/results/{args.task}_distillation.json"
+    args.work = args.work or f"runs/{args.task}-distillation"
     if args.step_timing:
         return step_timing(args)
     wanted = args.variants.split(",")
-    unknown = sorted(set(wanted) - set(ALL))
+    unknown = sorted(set(wanted) - set(CHOICES))
     if unknown:
-        parser.error(f"unknown variants {unknown}; choose from {ALL}")
+        parser.error(f"unknown variants {unknown}; choose from {CHOICES}")
 
-    train = load_glue("sst2", "train", data_dir=args.data_dir)
-    dev = load_glue("sst2", "dev", data_dir=args.data_dir)
+    train = load_glue(args.task, "train", data_dir=args.data_dir)
+    dev = load_glue(args.task, "dev", data_dir=args.data_dir)
     if args.train_examples:
         train = train.take(args.train_examples)
     os.makedirs(args.work, exist_ok=True)
@@ -99,17 +130,23 @@ def main(argv=None) -> int:
     def measure(model, variant, tags, extra=None):
         rows.append(harness.measure_variant(model, variant, tags, None if variant == "baseline" else "baseline",
                                             dev, args.work, peak, runs=args.runs, features=features, extra=extra))
-        harness.write_results(args.out, "sst2_distillation", command_line(), rows, peak,
+        harness.write_results(args.out, f"{args.task}_distillation", command_line(), rows, peak,
                               extra={"data": dev.source, "teacher": args.teacher, "steps_per_student": args.steps,
-                                     "steps_per_gmp_variant": args.gmp_steps, "step_seconds": steps_seconds})
+                                     "steps_per_gmp_variant": args.gmp_steps, "step_seconds": steps_seconds,
+                                     **({"notes": args.notes} if args.notes else {})})
 
-    def tune(variant, model, steps, learning_rate, config=None, callbacks=(), source=None):
+    def tune(variant, model, steps, learning_rate, config=None, callbacks=(), source=None, exact_steps=False):
+        # exact_steps: run `steps` steps even when they exceed one epoch (the 3-layer students; the GMP and
+        # word-level variants keep the one-epoch call, whose max_steps caps them at one epoch).
+        epochs, cap = step_budget(len(train), steps) if exact_steps else (1, steps)
         timer = StepTimer()
-        history = finetune(model, train, None, epochs=1, batch_size=32, learning_rate=learning_rate,
-                           max_steps=steps, callbacks=[*callbacks, timer], verbose=2,
+        history = finetune(model, train, None, epochs=epochs, batch_size=32, learning_rate=learning_rate,
+                           max_steps=cap, callbacks=[*callbacks, timer], verbose=2,
                            teacher=(source or teacher) if config is not None else None, distillation=config)
         steps_seconds[variant] = round(timer.median, 4)
-        return {"train_seconds": round(history.history["train_seconds"][0], 1), "steps": steps,
+        ran = epochs * min(cap, steps_per_epoch(len(train), 32))
+        return {"train_seconds": round(history.history["train_seconds"][0], 1), "steps": ran,
+                **({"epochs": epochs} if epochs > 1 else {}),
                 "learning_rate": learning_rate, **({"distillation": config.get_config()} if config else {})}
 
     measure(teacher, "baseline", ["baseline", "teacher", "finetune"])
@@ -130,11 +167,13 @@ def main(argv=None) -> int:
         elif variant.startswith("student-3l"):
             student = student_from_teacher(teacher, "every_other")
             student.trainable = True
-            config = {"student-3l-kd": KD, "student-3l-hard": None, "student-3l-tinybert": TINYBERT}[variant]
-            extra = tune(variant, student, args.steps, args.learning_rate, config)
+            config = {"student-3l-kd": KD, "student-3l-hard": None, "student-3l-tinybert": TINYBERT,
+                      "student-3l-pkd": PKD}[variant]
+            extra = tune(variant, student, args.steps, args.learning_rate, config, exact_steps=True)
             tags = {"student-3l-kd": ["distill", "logits-kd", "layers"],
                     "student-3l-hard": ["finetune", "layers"],
-                    "student-3l-tinybert": ["distill", "logits-kd", "hidden-kd", "attention-kd", "layers"]}[variant]
+                    "student-3l-tinybert": ["distill", "logits-kd", "hidden-kd", "attention-kd", "layers"],
+                    "student-3l-pkd": ["distill", "logits-kd", "pkd", "layers"]}[variant]
             measure(student, variant, tags, {**extra, "student": "teacher layers 1,3,5 of 6 (every_other)"})
         else:
             model = load_model(args.teacher, compile=False)
@@ -160,7 +199,7 @@ def step_timing(args) -> int:
     import tempfile
 
     steps = args.step_timing
-    train = load_glue("sst2", "train", data_dir=args.data_dir).take(32 * (steps + 5))
+    train = load_glue(args.task, "train", data_dir=args.data_dir).take(32 * (steps + 5))
     teacher = load_model(args.teacher, compile=False)
     teacher.trainable = False
     seconds = {}

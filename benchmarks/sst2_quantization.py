@@ -7,6 +7,12 @@ against its Keras model on the full dev set (872) and timed at batch 1, sequence
 
     python benchmarks/sst2_quantization.py --data-dir ../shared/data/glue
 
+Sentence pairs: `--task mrpc` runs the same rows on MRPC (calibration from MRPC train pairs; defaults then become
+--teacher runs/mrpc-minilm-baseline/00_finetune/model.keras, --out benchmarks/results/mrpc_quantization.json,
+--work runs/mrpc-quantization), e.g.
+
+    python benchmarks/sst2_quantization.py --task mrpc --steps 300
+
 Rows:
   baseline           the float32 export.
   ptq-dynamic        TFLiteConverter's default optimization (int8 weights, float activations).
@@ -32,7 +38,7 @@ import numpy as np  # noqa: E402
 from tfbertopt.bench import harness, latency  # noqa: E402
 from tfbertopt.bench.harness import StepTimer  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
-from tfbertopt.data.pipeline import encode  # noqa: E402
+from tfbertopt.data.pipeline import encode, steps_per_epoch  # noqa: E402
 from tfbertopt.distillation import DistillationConfig  # noqa: E402
 from tfbertopt.quantization import activation_ranges, quantize_model  # noqa: E402
 from tfbertopt.runner import command_line  # noqa: E402
@@ -42,31 +48,49 @@ from tfbertopt.train import finetune  # noqa: E402
 KD = DistillationConfig(hard_label_weight=0.5, logits="kl", logits_weight=0.5, temperature=2.0)
 
 
+def step_budget(n_train: int, steps: int, batch_size: int = 32) -> tuple[int, int]:
+    """(epochs, max_steps per epoch) for `finetune` to run exactly `steps` steps: its `max_steps` caps the steps of
+    each epoch, so with epochs=1 a budget larger than one epoch (MRPC: 115 steps of 32) would stop after one."""
+    import math
+
+    from tfbertopt.data.pipeline import steps_per_epoch
+
+    epochs = max(1, math.ceil(steps / steps_per_epoch(n_train, batch_size)))
+    return epochs, math.ceil(steps / epochs)
+
+
 def log(message: str) -> None:
     print(f"[sst2_quantization {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", default="runs/sst2-minilm-baseline/00_finetune/model.keras")
+    parser.add_argument("--task", default="sst2", choices=["sst2", "mrpc"], help="GLUE task (sst2 or mrpc)")
+    parser.add_argument("--teacher", default=None,
+                        help="default runs/sst2-minilm-baseline/00_finetune/model.keras "
+                             "(runs/mrpc-minilm-baseline/... for --task mrpc)")
     parser.add_argument("--data-dir", default="../shared/data/glue")
     parser.add_argument("--steps", type=int, default=1500, help="QAT training steps")
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--kd", action="store_true", help="QAT with the float teacher's KL (0.5) beside labels")
     parser.add_argument("--timing-steps", type=int, default=60, help="steps timed for the plain/QAT step ratio")
-    parser.add_argument("--out", default="benchmarks/results/sst2_quantization.json")
-    parser.add_argument("--work", default="runs/sst2-quantization")
+    parser.add_argument("--out", default=None, help="default benchmarks/results/<task>_quantization.json")
+    parser.add_argument("--work", default=None, help="default runs/<task>-quantization")
+    parser.add_argument("--notes", default=None, help="free text recorded as `notes` in --out")
     parser.add_argument("--runs", type=int, default=30, help="timed LiteRT runs per variant")
     parser.add_argument("--train-examples", type=int, default=None, help="use the first N train examples (smoke runs)")
     parser.add_argument("--timing-only", action="store_true",
                         help="only re-measure the QAT/plain step-time ratio (on a quiet machine) into --out")
     parser.add_argument("--add-16x8", action="store_true", help="measure only the ptq-16x8 row and add it to --out")
     args = parser.parse_args(argv)
+    args.teacher = args.teacher or f"runs/{args.task}-minilm-baseline/00_finetune/model.keras"
+    args.out = args.out or f"benchmarks/results/{args.task}_quantization.json"
+    args.work = args.work or f"runs/{args.task}-quantization"
     if args.timing_only:
         return retime_steps(args)
 
-    train = load_glue("sst2", "train", data_dir=args.data_dir)
-    dev = load_glue("sst2", "dev", data_dir=args.data_dir)
+    train = load_glue(args.task, "train", data_dir=args.data_dir)
+    dev = load_glue(args.task, "dev", data_dir=args.data_dir)
     if args.train_examples:
         train = train.take(args.train_examples)
     order = np.random.default_rng(0).permutation(len(train))
@@ -96,10 +120,11 @@ def main(argv=None) -> int:
             model, variant, tags, None if variant == "baseline" else "baseline", dev, args.work, peak,
             quantization=quantization, runs=args.runs, features=features, extra=extra,
             calibration=calibration if quantization in ("int8", "16x8") else None, export_options=export_options))
-        harness.write_results(args.out, "sst2_quantization", command, rows, peak,
+        unit = "SST-2 train sentences" if args.task == "sst2" else f"{args.task.upper()} train examples"
+        harness.write_results(args.out, f"{args.task}_quantization", command, rows, peak,
                               extra={"data": dev.source, "teacher": args.teacher, "qat_steps": qat_steps,
-                                     "calibration": "100 SST-2 train sentences", "step_seconds": step_seconds,
-                                     **later})
+                                     "calibration": f"100 {unit}", "step_seconds": step_seconds,
+                                     **({"notes": args.notes} if args.notes else {}), **later})
 
     if args.add_16x8:
         measure(teacher, "ptq-16x8", ["ptq-16x8"], "16x8")
@@ -122,15 +147,17 @@ def main(argv=None) -> int:
     qat = quantize_model(teacher, calibration=calibration)
     log(f"qat-int8: {len(activation_ranges(qat))} activation ranges calibrated; training {args.steps} steps")
     timer = StepTimer()
-    history = finetune(qat, train, None, epochs=1, batch_size=32, learning_rate=args.learning_rate,
-                       max_steps=args.steps, callbacks=[timer], verbose=2,
+    epochs, cap = step_budget(len(train), args.steps)   # exactly --steps, also beyond one epoch (MRPC)
+    history = finetune(qat, train, None, epochs=epochs, batch_size=32, learning_rate=args.learning_rate,
+                       max_steps=cap, callbacks=[timer], verbose=2,
                        teacher=teacher if args.kd else None, distillation=KD if args.kd else None)
     step_seconds["qat"] = round(timer.median, 4)
     step_seconds["qat_over_plain"] = round(step_seconds["qat"] / step_seconds["plain"], 3)
     log(f"qat step {step_seconds['qat']} s vs plain {step_seconds['plain']} s")
     qat.save(os.path.join(args.work, "qat.keras"))
     measure(qat, "qat-int8", ["qat", "ptq-int8"], "int8",
-            {"steps": args.steps, "learning_rate": args.learning_rate,
+            {"steps": epochs * min(cap, steps_per_epoch(len(train), 32)), **({"epochs": epochs} if epochs > 1 else {}),
+             "learning_rate": args.learning_rate,
              "train_seconds": round(history.history["train_seconds"][0], 1),
              "train_step_ratio": step_seconds["qat_over_plain"],
              **({"distillation": KD.get_config()} if args.kd else {})})
@@ -142,7 +169,7 @@ def retime_steps(args) -> int:
     """Plain and QAT steps timed back to back on the same batches; updates `step_seconds` and the qat row."""
     import json
 
-    train = load_glue("sst2", "train", data_dir=args.data_dir).take(32 * (args.timing_steps + 5))
+    train = load_glue(args.task, "train", data_dir=args.data_dir).take(32 * (args.timing_steps + 5))
     with open(args.out) as f:
         doc = json.load(f)
     seconds = {}

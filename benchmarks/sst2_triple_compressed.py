@@ -19,6 +19,10 @@ an existing results file the same way.
 
     python benchmarks/sst2_triple_compressed.py --data-dir ../shared/data/glue
 
+`--kind compound` (recipes/sst2_compound_10x.yaml) and `--kind embedding-factorization`
+(recipes/sst2_embedding_factorize.yaml) measure those recipes the same way, under their own row names and tags; the
+task is the recipe's.
+
 A finished recipe run is resumed, not repeated (its stages are recorded in <work>/state.json). The files are written
 as <work>/bench/<variant>_<quantization>.tflite (the compressed ones are byte-identical to the recipe's exports).
 """
@@ -33,7 +37,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfbertopt.bench import harness, latency  # noqa: E402
+from tfbertopt.bench import harness  # noqa: E402
+from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, time_round_robin  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
 from tfbertopt.export.litert import export_litert  # noqa: E402
@@ -44,43 +49,30 @@ from tfbertopt.runner import command_line, run_recipe  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
 from tfbertopt.train import predict_logits  # noqa: E402
 
-COMPRESSED_TAGS = ["recipe", "layerdrop", "layers", "shrink"]
+COMPRESSED_TAGS = ["layerdrop", "layers", "shrink"]
+# --kind: which recipe result the run measures (row names and tags).
+KINDS = {"triple-compressed": {"float_variant": "layerdrop-drop-4-6", "final_variant": "triple-compressed", "tags": ["recipe", *COMPRESSED_TAGS],
+                               "final_tags": ["recipe", "triple-compressed", *COMPRESSED_TAGS]},
+         "compound": {"float_variant": "compound-float32", "final_variant": "compound",
+                      "tags": ["recipe", "layerdrop", "layers", "heads", "ffn", "shrink", "embedding-factorization",
+                               "distill", "logits-kd"],
+                      "final_tags": ["recipe", "compound", "layerdrop", "layers", "heads", "ffn", "shrink",
+                                     "embedding-factorization", "distill", "logits-kd"]},
+         "embedding-factorization": {"float_variant": "embedding-factorized",
+                                     "final_variant": "embedding-factorized-int8",
+                                     "tags": ["embedding-factorization", "distill", "logits-kd"],
+                                     "final_tags": ["embedding-factorization", "distill", "logits-kd"]}}
 
 
 def log(message: str) -> None:
     print(f"[sst2_triple_compressed {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-TIMING_NOTE = ("all files timed back to back after export and verification, in {passes} round-robin passes "
-               "(each: the median of --runs invocations per file); a row's latency is its fastest pass, since load "
-               "on this shared machine only slows a pass down (every pass in latency_ms_passes)")
+TIMING_NOTE = ROUND_ROBIN_NOTE
 
 
 def time_rows(rows: list[dict], bench_dir: str, runs: int, passes: int) -> float:
-    """Times every row's file at 2 and 1 threads in `passes` round-robin passes (every file once per pass; each pass
-    the median of `runs` invocations) and sets each row's latency to its fastest pass: bursts of other work on this
-    shared 2-core machine only ever slow a pass down (by up to 2x, seen here), and one of several passes
-    usually misses them. All passes are kept in the row. Returns the int8 peak (GMAC/s)."""
-    log(f"timing: int8 peak, then every file back to back, {passes} passes")
-    peak = latency.int8_peak_gmacs(num_threads=2)
-    log(f"int8 peak {peak:.0f} GMAC/s (2 threads)")
-    samples = {row["variant"]: {2: [], 1: []} for row in rows}
-    for i in range(passes):
-        for row in rows:
-            path = os.path.join(bench_dir, f"{row['variant']}_{row['quantization']}.tflite")
-            for threads in (2, 1):
-                samples[row["variant"]][threads].append(latency.litert_latency_ms(path, num_threads=threads,
-                                                                                   runs=runs))
-        log(f"pass {i + 1}/{passes}: " + ", ".join(f"{v} {s[2][-1]:.2f} ms" for v, s in samples.items()))
-    for row in rows:
-        s = samples[row["variant"]]
-        ms2, ms1 = min(s[2]), min(s[1])
-        row["latency_ms"], row["latency_ms_1thread"] = round(ms2, 3), round(ms1, 3)
-        row["latency_ms_passes"] = [round(x, 3) for x in s[2]]
-        row["latency_ms_1thread_passes"] = [round(x, 3) for x in s[1]]
-        row["peak_share"] = round(row["macs"] / (ms2 / 1e3) / (peak * 1e9), 4)
-        log(f"{row['variant']}: {row['latency_ms']} ms (2 threads), {row['latency_ms_1thread']} ms (1 thread)")
-    return peak
+    return time_round_robin(rows, bench_dir, runs, passes, log=log)
 
 
 def retime(args) -> int:
@@ -115,6 +107,9 @@ def main(argv=None) -> int:
     parser.add_argument("--timing-only", action="store_true",
                         help="only re-time the files of an existing --out results file (after a noisy first run)")
     parser.add_argument("--dev-examples", type=int, default=None, help="measure on the first N dev examples only")
+    parser.add_argument("--kind", choices=sorted(KINDS), default="triple-compressed",
+                        help="which recipe result this is (row names and tags)")
+    parser.add_argument("--name", default=None, help="benchmark name in the JSON (default: the --out file's stem)")
     args = parser.parse_args(argv)
     if args.timing_only:
         return retime(args)
@@ -136,7 +131,11 @@ def main(argv=None) -> int:
                       for out in run.state["finished"].values() for e in out.get("exports", [])]
     plan = next((out["plan"] for k, out in run.state["finished"].items() if "plan" in out), None)
 
-    dev = load_glue("sst2", "dev", data_dir=args.data_dir)
+    task = recipe["task"]
+    kind = KINDS[args.kind]
+    compressed_tags = kind["tags"]
+    name = args.name or os.path.splitext(os.path.basename(args.out))[0]
+    dev = load_glue(task, "dev", data_dir=args.data_dir)
     if args.dev_examples:
         dev = dev.take(args.dev_examples)
     teacher = load_model(teacher_path, compile=False)
@@ -146,9 +145,8 @@ def main(argv=None) -> int:
     # 1. Export and verify every file on the full dev set (no timing yet).
     variants = [(teacher, "baseline", ["baseline", "teacher", "finetune"], "float32"),
                 (teacher, "baseline-int8", ["ptq-dynamic"], "dynamic"),
-                (compressed, "layerdrop-drop-4-6", COMPRESSED_TAGS, "float32"),
-                (compressed, "triple-compressed", ["triple-compressed", *COMPRESSED_TAGS, "ptq-dynamic"],
-                 "dynamic")]
+                (compressed, kind["float_variant"], compressed_tags, "float32"),
+                (compressed, kind["final_variant"], [*kind["final_tags"], "ptq-dynamic"], "dynamic")]
     features = {}
     rows = []
     for model, variant, tags, quantization in variants:
@@ -163,19 +161,19 @@ def main(argv=None) -> int:
     # paper's method (its int8 linear layers are dynamic-range), measured for comparison. Its verification verdict
     # is recorded, not enforced.
     if not args.skip_full_int8:
-        variant = "layerdrop-drop-4-6-full-int8"
+        variant = f"{kind['float_variant']}-full-int8"
         log(f"{variant}: export full-integer int8 (calibrated) and verify on {len(dev)} dev examples")
-        train = load_glue("sst2", "train", data_dir=args.data_dir)
+        train = load_glue(task, "train", data_dir=args.data_dir)
         feats = features[id(compressed)]
         result = export_litert(compressed, os.path.join(bench_dir, f"{variant}_int8.tflite"), "int8", 128,
                                calibration=train)
         report = verify_litert(result.path, compressed, dev, quantized=True, features=feats,
                                keras_logits=predict_logits(compressed, feats))
         log(f"{variant}: {report.summary()}")
-        row = harness.litert_row(variant, [*COMPRESSED_TAGS, "ptq-int8"], "baseline", result, report, dev.task.name,
+        row = harness.litert_row(variant, [*compressed_tags, "ptq-int8"], "baseline", result, report, dev.task.name,
                                  harness.model_macs(compressed, 128), count_params(compressed), None, None, None)
         row["dev_examples"] = len(dev)
-        row["notes"] = "full-integer int8 PTQ, 100 calibration sentences from SST-2 train; not the paper's method"
+        row["notes"] = f"full-integer int8 PTQ, 100 calibration examples from {task} train; not the paper's method"
         rows.append(row)
 
     # 2. Time every file back to back, after measuring the int8 peak.
@@ -185,7 +183,7 @@ def main(argv=None) -> int:
              "recipe_stage_seconds": recipe_seconds, "recipe_exports": recipe_exports, "plan": plan,
              "timing": TIMING_NOTE.format(passes=args.passes),
              "total_seconds": round(time.time() - started, 1)}
-    doc = harness.write_results(args.out, "sst2_triple_compressed", command_line(), rows, peak, extra=extra)
+    doc = harness.write_results(args.out, name, command_line(), rows, peak, extra=extra)
     print(harness.markdown_table(doc["rows"]), flush=True)
     log(f"wrote {args.out} in {time.time() - started:.0f} s")
     return 0

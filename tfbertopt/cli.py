@@ -1,5 +1,5 @@
 """Command line: `tfbertopt run RECIPE`, `tfbertopt setup-model ALIAS`, `tfbertopt kernels MODEL`,
-`tfbertopt report RESULTS... --out DIR`."""
+`tfbertopt report RESULTS... --out DIR`, `tfbertopt profile MODEL.tflite`."""
 
 from __future__ import annotations
 
@@ -32,9 +32,15 @@ def main(argv=None) -> int:
     report.add_argument("results", nargs="+", help="results files, e.g. benchmarks/results/*.json")
     report.add_argument("--out", default=".", help="folder for the PNGs (default: current folder)")
     report.add_argument("--task", default="sst2", help="GLUE task to plot (default sst2; 'all' for every row)")
+    prof = sub.add_parser("profile", help="where a LiteRT model's time goes: per-kernel sampling profile grouped by "
+                                          "op kind (needs Linux perf)")
+    prof.add_argument("model", help="a .tflite file")
+    prof.add_argument("--threads", type=int, default=2)
+    prof.add_argument("--seconds", type=float, default=3.0, help="how long to sample back-to-back invocations")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    from tfbertopt.bench.profile import ProfileError
     from tfbertopt.models import ModelSourceError
     from tfbertopt.recipe import RecipeError
 
@@ -62,7 +68,11 @@ def main(argv=None) -> int:
             from tfbertopt.bench import pareto
 
             return pareto.main([*args.results, "--out", args.out, "--task", args.task])
-    except (RecipeError, ModelSourceError, FileNotFoundError) as e:
+        elif args.command == "profile":
+            from tfbertopt.bench import profile
+
+            return profile.main([args.model, "--threads", str(args.threads), "--seconds", str(args.seconds)])
+    except (RecipeError, ModelSourceError, FileNotFoundError, ProfileError) as e:
         print(f"tfbertopt: error: {e}", file=sys.stderr)
         return 2
     return 0

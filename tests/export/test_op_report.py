@@ -14,12 +14,15 @@ def exported(tmp_path_factory):
     clf = tiny_bert_classifier(demo_vocabulary(), num_layers=1, hidden_dim=32, num_heads=2, intermediate_dim=64,
                                sequence_length=16)
     tmp = tmp_path_factory.mktemp("op_report")
-    return {q: export_litert(clf, tmp / f"m_{q}.tflite", q, sequence_length=16,
-                             calibration=demo_examples("train", 32) if q == "int8" else None)
-            for q in ("float32", "dynamic", "int8")}
+    results = {q: export_litert(clf, tmp / f"m_{q}.tflite", q, sequence_length=16,
+                                calibration=demo_examples("train", 32) if q == "int8" else None)
+               for q in ("float32", "dynamic", "int8")}
+    results["int8-keras-ops"] = export_litert(clf, tmp / "m_int8_keras.tflite", "int8", sequence_length=16,
+                                              calibration=demo_examples("train", 32), trace_form="keras")
+    return results
 
 
-@pytest.mark.parametrize("quantization", ["float32", "dynamic", "int8"])
+@pytest.mark.parametrize("quantization", ["float32", "dynamic", "int8", "int8-keras-ops"])
 def test_counts_match_op_counts(exported, quantization):
     path = exported[quantization].path
     report = op_report(path)
@@ -27,11 +30,12 @@ def test_counts_match_op_counts(exported, quantization):
     assert sum(sum(c.values()) for c in report.counts.values()) == len(report.ops)
 
 
-def test_int8_report(exported):
-    result = exported["int8"]
+@pytest.mark.parametrize("variant", ["int8", "int8-keras-ops"])
+def test_int8_report(exported, variant):
+    result = exported[variant]
     report = op_report(result.path)
     assert report.counts["FULLY_CONNECTED"] == {"int8": result.ops["FULLY_CONNECTED"]}
-    assert report.counts["QUANTIZE"]["conversion"] > 0 and report.counts["DEQUANTIZE"]["conversion"] > 0
+    assert report.counts["DEQUANTIZE"]["conversion"] > 0  # float logits out
     assert report.float_op_count == result.float_op_count
     assert all(op.reason for op in report.float_ops)
     assert report.delegate_partitions >= 1
@@ -40,6 +44,17 @@ def test_int8_report(exported):
     assert "int8" in text and "XNNPACK" in text and "FULLY_CONNECTED" in text
     for op in report.float_ops:
         assert op.op_name in text
+
+
+def test_integer_trace_form_removes_squared_difference_and_float_islands(exported):
+    """Keras' LayerNorm traces to an int8 SQUARED_DIFFERENCE and its embedding lookup to a negative-id wrap with
+    QUANTIZE/DEQUANTIZE around it; the integer trace form (the int8 default) has MUL-based variances and plain
+    gathers of int8 tables instead, and no more float ops."""
+    keras_ops, integer = op_report(exported["int8-keras-ops"].path), op_report(exported["int8"].path)
+    assert keras_ops.op_counts["SQUARED_DIFFERENCE"] > 0 and "SQUARED_DIFFERENCE" not in integer.op_counts
+    assert keras_ops.counts["QUANTIZE"]["conversion"] > 0 and "QUANTIZE" not in integer.op_counts
+    assert integer.op_counts["SUB"] >= keras_ops.op_counts["SQUARED_DIFFERENCE"]
+    assert integer.float_op_count <= keras_ops.float_op_count
 
 
 def test_dynamic_report_has_hybrid_matmuls_and_one_reason(exported):

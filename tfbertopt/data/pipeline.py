@@ -49,7 +49,7 @@ def encode(texts, preprocessor, chunk_size: int = 2048) -> dict[str, np.ndarray]
     for start in range(0, len(texts), chunk_size):
         part = texts[start:start + chunk_size]
         columns = tuple(tf.constant([t[i] for t in part]) for i in range(n_segments))
-        x = preprocessor(columns[0] if n_segments == 1 else columns)
+        x = preprocessor(x=columns[0] if n_segments == 1 else columns)  # x=: a positional tuple is split into (x, y)
         x = x[0] if isinstance(x, tuple) else x
         for name, value in x.items():
             chunks.setdefault(name, []).append(np.asarray(value).astype(np.int32))

@@ -24,8 +24,9 @@ Quantizations:
   training did not range (inside LayerNorm and GELU).
 - "16x8": int16 activations with int8 weights (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`),
   ops without an int16 kernel falling back to float. Traced with plain embedding gathers and a MUL-based LayerNorm
-  (`tfbertopt.export.int16_tracing`): Keras' own forms give int32 index arithmetic the int16 quantizer cannot range
-  and an int16 SQUARED_DIFFERENCE the runtime cannot run.
+  (`tfbertopt.export.integer_tracing`): Keras' own forms give int32 index arithmetic the int16 quantizer cannot range
+  and an int16 SQUARED_DIFFERENCE the runtime cannot run. "int8" is traced the same way by default
+  (`trace_form="integer"`): LiteRT runs int8 SQUARED_DIFFERENCE in a slow builtin kernel, SUB/MUL in XNNPACK.
 
 "int8" and "16x8" need `calibration=`: a feature dict from `tfbertopt.data.pipeline.encode` or GLUE `Examples`
 (tokenized with the model's preprocessor), of which `calibration_steps` examples (100 by default) are fed one at a
@@ -64,7 +65,7 @@ import numpy as np
 
 from tfbertopt.data.pipeline import FEATURES, without_preprocessor
 from tfbertopt.export.attention_masking import quantization_friendly_masking
-from tfbertopt.export.int16_tracing import int16_friendly_ops
+from tfbertopt.export.integer_tracing import integer_friendly_ops
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +162,12 @@ def _convert(saved_model_dir, quantization, representative_dataset=None):
 
 
 @contextlib.contextmanager
-def saved_model(model, sequence_length: int | None, quantization: str = "float32", attention_masking: str = "floor"):
+def saved_model(model, sequence_length: int | None, quantization: str = "float32", attention_masking: str = "floor",
+                trace_form: str = "auto"):
     """A temporary SavedModel of `model`'s `serving_default` signature, traced in the graph form `quantization`
-    converts well: integer modes mask attention with a row-relative floor (`attention_masking`), 16x8 also uses
-    plain embedding gathers and a MUL-based LayerNorm (`int16_tracing`). Yields (folder, input names)."""
+    converts well: integer modes mask attention with a row-relative floor (`attention_masking`) and, with
+    `trace_form` "auto" or "integer", use plain embedding gathers and a MUL-based LayerNorm (`integer_tracing`;
+    "keras" keeps Keras' forms, which 16x8 cannot run). Yields (folder, input names)."""
     import tensorflow as tf
 
     with without_preprocessor(model):
@@ -176,8 +179,9 @@ def saved_model(model, sequence_length: int | None, quantization: str = "float32
         archive.track(model)
         floor = quantization in CALIBRATED and attention_masking == "floor"
         masking = quantization_friendly_masking() if floor else contextlib.nullcontext()
-        int16 = int16_friendly_ops() if quantization == "16x8" else contextlib.nullcontext()
-        with masking, int16, tempfile.TemporaryDirectory() as tmp:
+        integer = quantization == "16x8" or (quantization in CALIBRATED and trace_form in ("auto", "integer"))
+        forms = integer_friendly_ops() if integer else contextlib.nullcontext()
+        with masking, forms, tempfile.TemporaryDirectory() as tmp:
             archive.add_endpoint("serving_default", _serving_function(model, input_names, num_classes),
                                  input_signature=signature)
             archive.write_out(tmp, verbose=False)
@@ -201,6 +205,7 @@ def export_litert(
     calibration=None,
     calibration_steps: int = 100,
     attention_masking: str = "floor",
+    trace_form: str = "auto",
 ) -> ExportResult:
     """Writes `model` as a .tflite file with builtin ops only.
 
@@ -214,6 +219,9 @@ def export_litert(
       calibration_steps: how many calibration examples to use (a seeded sample when there are more).
       attention_masking: for "int8"/"16x8": "floor" (default) masks padded keys with a row-relative floor that
         int8 can represent; "keras" keeps Keras' -1e9, which makes int8 attention uniform (for comparison only).
+      trace_form: for "int8": "auto"/"integer" (default) traces plain embedding gathers and a MUL-based LayerNorm,
+        which LiteRT runs in XNNPACK; "keras" keeps Keras' ops (int8 SQUARED_DIFFERENCE, negative-id wrap), for
+        comparison. "16x8" always uses the integer forms (it cannot run Keras').
 
     Raises:
       ExportError: a non-builtin (Flex/custom) op, or a failed conversion; the message names the ops.
@@ -225,6 +233,8 @@ def export_litert(
         raise ValueError(f"unknown quantization '{quantization}'; choose one of {QUANTIZATIONS}")
     if attention_masking not in ("floor", "keras"):
         raise ValueError(f"attention_masking must be 'floor' or 'keras', got {attention_masking!r}")
+    if trace_form not in ("auto", "integer", "keras"):
+        raise ValueError(f"trace_form must be 'auto', 'integer' or 'keras', got {trace_form!r}")
     if quantization in CALIBRATED and calibration is None:
         raise ValueError(f"quantization='{quantization}' needs a calibration set: pass calibration= a feature dict "
                          f"from tfbertopt.data.pipeline.encode or GLUE Examples (e.g. 100 training examples)")
@@ -249,7 +259,7 @@ def export_litert(
         representative = representative_dataset(features, names, sequence_length)
     elif calibration is not None:
         logger.info("calibration= is only used by %s; ignored for quantization='%s'", CALIBRATED, quantization)
-    with saved_model(model, sequence_length, quantization, attention_masking) as (tmp, input_names):
+    with saved_model(model, sequence_length, quantization, attention_masking, trace_form) as (tmp, input_names):
         flatbuffer = _convert(tmp, quantization, representative)
     ops = op_counts(flatbuffer)
     foreign = sorted(op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE"))

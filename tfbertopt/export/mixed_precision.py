@@ -260,11 +260,14 @@ class MixedPrecision:
         "layer" (whole encoder blocks) or "node" (each op).
       num_threads: interpreter threads for the held-out evaluations.
       attention_masking: as `export_litert`: "floor" (int8-safe, default) or "keras" (-1e9, for comparison).
+      trace_form: as `export_litert`: "keras" (default here: the graph whose op groups `classify_tensor` names)
+        or "integer" (MUL-based LayerNorm, plain gathers: faster int8, for op-kind denylists such as
+        `quantize(denylisted_ops=["BATCH_MATMUL", "SOFTMAX"])`).
     """
 
     def __init__(self, model, calibration, sequence_length: int = 128, calibration_steps: int = 100,
                  holdout=None, holdout_size: int = 200, granularity: str = "layer_kind", num_threads: int = 2,
-                 attention_masking: str = "floor"):
+                 attention_masking: str = "floor", trace_form: str = "keras"):
         import tensorflow as tf
 
         from tfbertopt.data.pipeline import without_preprocessor
@@ -293,8 +296,9 @@ class MixedPrecision:
         else:
             self.holdout = calibration_features(holdout, model, names, sequence_length, holdout_size, seed=1)
         self.reference_logits = predict_logits(model, self.holdout)
-        # Traced as export_litert traces int8 (the int8-safe attention mask unless attention_masking="keras").
-        with saved_model(model, sequence_length, "int8", attention_masking) as (tmp, _):
+        # Traced with the int8-safe attention mask (unless attention_masking="keras") and, by default, Keras' own
+        # LayerNorm and embedding ops (trace_form="keras"), the graph whose op groups `classify_tensor` names.
+        with saved_model(model, sequence_length, "int8", attention_masking, trace_form=trace_form) as (tmp, _):
             converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serving_default"])
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative_dataset(self.calibration, names, sequence_length)
