@@ -28,7 +28,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfbertopt.bench import harness, profile  # noqa: E402
-from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, time_round_robin  # noqa: E402
+from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, retime_round_robin, time_round_robin  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
 from tfbertopt.runner import command_line  # noqa: E402
@@ -75,17 +75,8 @@ def float_attention_row(teacher, train, dev, features, work) -> dict:
 
 
 def retime(out: str, work: str, args) -> int:
-    import json
-
-    with open(out) as f:
-        doc = json.load(f)
-    peak = time_round_robin(doc["rows"], work, args.runs, args.passes, log=log)
-    extra = {k: v for k, v in doc.items() if k not in ("benchmark", "date", "machine", "command", "int8_peak_gmacs",
-                                                         "versions", "rows", "retimed")}
-    extra["timing"] = ROUND_ROBIN_NOTE.format(passes=args.passes)
-    extra["retimed"] = {"command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M"),
-                        "note": "latencies and the int8 peak re-measured; scores, files and profiles unchanged"}
-    doc = harness.write_results(out, doc["benchmark"], doc["command"], doc["rows"], peak, extra=extra)
+    """--timing-only: re-times the files of an existing results file in place (scores and profiles kept)."""
+    doc = retime_round_robin(out, work, command_line(), args.runs, args.passes, log=log)
     print(harness.markdown_table(doc["rows"]), flush=True)
     return 0
 

@@ -38,7 +38,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfbertopt.bench import harness  # noqa: E402
-from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, time_round_robin  # noqa: E402
+from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, retime_round_robin, time_round_robin  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
 from tfbertopt.export.litert import export_litert  # noqa: E402
@@ -78,15 +78,8 @@ def time_rows(rows: list[dict], bench_dir: str, runs: int, passes: int) -> float
 def retime(args) -> int:
     """--timing-only: re-times the files of an existing results file (same rows, same verification) in place."""
     with open(args.out) as f:
-        doc = json.load(f)
-    rows = doc["rows"]
-    peak = time_rows(rows, os.path.join(doc.get("recipe_dir", args.work), "bench"), args.runs, args.passes)
-    extra = {k: v for k, v in doc.items() if k not in ("benchmark", "date", "machine", "command", "int8_peak_gmacs",
-                                                         "versions", "rows", "retimed")}
-    extra["timing"] = TIMING_NOTE.format(passes=args.passes)
-    extra["retimed"] = {"command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M"),
-                        "note": "latencies and the int8 peak re-measured; scores and files unchanged"}
-    doc = harness.write_results(args.out, doc["benchmark"], doc["command"], rows, peak, extra=extra)
+        work = json.load(f).get("recipe_dir", args.work)
+    doc = retime_round_robin(args.out, os.path.join(work, "bench"), command_line(), args.runs, args.passes, log=log)
     print(harness.markdown_table(doc["rows"]), flush=True)
     return 0
 

@@ -21,12 +21,8 @@ import time
 import numpy as np
 
 
-def litert_latency_ms(path, num_threads: int = 2, runs: int = 30, warmup: int = 5, seed: int = 0) -> float:
-    """Median wall-clock milliseconds per invocation of the model's serving signature, batch 1."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-    runner = interpreter.get_signature_runner()
+def serving_inputs(runner, seed: int = 0) -> dict:
+    """Batch-1 inputs for a serving signature runner: small token ids, a full padding mask, segment 0."""
     rng = np.random.default_rng(seed)
     inputs = {}
     for name, detail in runner.get_input_details().items():
@@ -40,6 +36,16 @@ def litert_latency_ms(path, num_threads: int = 2, runs: int = 30, warmup: int = 
         else:
             value = rng.standard_normal(shape)
         inputs[name] = value.astype(detail["dtype"])
+    return inputs
+
+
+def litert_latency_ms(path, num_threads: int = 2, runs: int = 30, warmup: int = 5, seed: int = 0) -> float:
+    """Median wall-clock milliseconds per invocation of the model's serving signature, batch 1."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    runner = interpreter.get_signature_runner()
+    inputs = serving_inputs(runner, seed)
     for _ in range(warmup):
         runner(**inputs)
     times = []

@@ -176,13 +176,13 @@ def _invoke_loop(path: str, num_threads: int, seconds: float) -> None:
     """The profiled process: invoke the model's serving signature back to back for `seconds` (after warm-up)."""
     import time
 
-    import numpy as np
     from ai_edge_litert.interpreter import Interpreter
+
+    from tfbertopt.bench.latency import serving_inputs
 
     interpreter = Interpreter(model_path=path, num_threads=num_threads)
     runner = interpreter.get_signature_runner()
-    inputs = {name: np.ones([d if d > 0 else 1 for d in detail["shape"]], detail["dtype"])
-              for name, detail in runner.get_input_details().items()}
+    inputs = serving_inputs(runner)  # the inputs litert_latency_ms times
     for _ in range(3):
         runner(**inputs)
     end = time.perf_counter() + seconds
