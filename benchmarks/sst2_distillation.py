@@ -23,11 +23,15 @@ Variants:
   bilstm / cnn       Tang et al.: a one-layer BiLSTM (150 units per direction) / a Kim CNN (100 filters of widths
                      3, 4, 5) over a copy of the teacher's word embeddings, trained on the teacher's logits by MSE
                      from an on-disk teacher-output cache (the teacher runs once), `--word-steps` steps, lr 1e-3.
+  bilstm-siamese / cnn-siamese  the same students on sentence pairs as Tang et al. build them: each sentence
+                     encoded alone by the shared BiLSTM/CNN, then [a, b, a*b, |a-b|] (bilstm/cnn run over the
+                     packed pair); not in the default --variants.
   student-3l-pkd     same init, Patient-KD Skip (Sun et al. 2019): 0.5 hard CE + 0.5 KL at T=10 + 100 x MSE of the
                      normalised [CLS] states on the "skip" layer map (recipes/sst2_pkd.yaml's loss); not in the
                      default --variants.
   gmp-90 / gmp-90-kd  polynomial-decay magnitude pruning to 90% over 70% of `--gmp-steps` steps, without and with
-                     the teacher's KL (distillation-guided pruning, issue 3's accuracy goal).
+                     the teacher's KL (distillation-guided pruning, issue 3's accuracy goal); `--teacher-cache`
+                     takes the teacher's logits from an on-disk cache instead of running it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode, steps_per_epoch  # noqa: E402
 from tfbertopt.distillation import (  # noqa: E402
     DistillationConfig,
+    TeacherCache,
     bilstm_student,
     cache_teacher_outputs,
     cnn_student,
@@ -64,7 +69,9 @@ TANG = DistillationConfig(hard_label_weight=0.0, logits="mse", logits_weight=1.0
 PKD = DistillationConfig(hard_label_weight=0.5, logits="kl", logits_weight=0.5, temperature=10.0, cls_weight=100.0,
                          layer_map="skip")
 ALL = ["student-3l-kd", "student-3l-hard", "student-3l-tinybert", "gmp-90-kd", "gmp-90", "bilstm", "cnn"]
-CHOICES = ALL + ["student-3l-pkd"]   # the default run (ALL) is unchanged; PKD is asked for by name
+WORD_STUDENTS = ("bilstm", "cnn", "bilstm-siamese", "cnn-siamese")
+# The default run (ALL) is unchanged; PKD and the siamese pair students are asked for by name.
+CHOICES = ALL + ["student-3l-pkd", "bilstm-siamese", "cnn-siamese"]
 
 
 def step_budget(n_train: int, steps: int, batch_size: int = 32) -> tuple[int, int]:
@@ -94,6 +101,9 @@ def main(argv=None) -> int:
     parser.add_argument("--word-steps", type=int, default=4000, help="training steps per BiLSTM/CNN student")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--gmp-learning-rate", type=float, default=3e-5)
+    parser.add_argument("--teacher-cache", default=None, metavar="DIR",
+                        help="gmp-90-kd: distil from this teacher-output cache (logits of --teacher on the task's "
+                             "train set, e.g. a recipe's distill/teacher_cache) instead of the live teacher")
     parser.add_argument("--out", default=None, help="default benchmarks/results/<task>_distillation.json")
     parser.add_argument("--work", default=None, help="default runs/<task>-distillation")
     parser.add_argument("--notes", default=None, help="free text recorded as `notes` in --out")
@@ -135,10 +145,9 @@ def main(argv=None) -> int:
                                      "steps_per_gmp_variant": args.gmp_steps, "step_seconds": steps_seconds,
                                      **({"notes": args.notes} if args.notes else {})})
 
-    def tune(variant, model, steps, learning_rate, config=None, callbacks=(), source=None, exact_steps=False):
-        # exact_steps: run `steps` steps even when they exceed one epoch (the 3-layer students; the GMP and
-        # word-level variants keep the one-epoch call, whose max_steps caps them at one epoch).
-        epochs, cap = step_budget(len(train), steps) if exact_steps else (1, steps)
+    def tune(variant, model, steps, learning_rate, config=None, callbacks=(), source=None):
+        # Exactly `steps` steps, even beyond one epoch (finetune's max_steps caps each epoch).
+        epochs, cap = step_budget(len(train), steps)
         timer = StepTimer()
         history = finetune(model, train, None, epochs=epochs, batch_size=32, learning_rate=learning_rate,
                            max_steps=cap, callbacks=[*callbacks, timer], verbose=2,
@@ -153,23 +162,27 @@ def main(argv=None) -> int:
     cache = None
     for variant in wanted:
         log(f"{variant}: start")
-        if variant in ("bilstm", "cnn"):
+        if variant in WORD_STUDENTS:
             if cache is None:
                 started = time.time()
                 cache = cache_teacher_outputs(teacher, train, os.path.join(args.work, "teacher_cache"),
                                               overwrite=True)
                 steps_seconds["teacher_cache_seconds"] = round(time.time() - started, 1)
-            student = bilstm_student(teacher) if variant == "bilstm" else cnn_student(teacher)
+            kind, siamese = variant.split("-")[0], variant.endswith("-siamese")
+            make = bilstm_student if kind == "bilstm" else cnn_student
+            student = make(teacher, siamese=siamese)
             extra = tune(variant, student, args.word_steps, 1e-3, TANG, source=cache)
-            measure(student, variant, ["distill", "logits-kd", variant],
-                    {**extra, "student": "BiLSTM 150x2 + dense 400" if variant == "bilstm" else
-                     "CNN 3x100 filters (3, 4, 5)", "teacher_cache": True})
+            described = "BiLSTM 150x2 + dense 400" if kind == "bilstm" else "CNN 3x100 filters (3, 4, 5)"
+            if siamese:
+                described += ", siamese over the two sentences: [a, b, a*b, |a-b|]"
+            measure(student, variant, ["distill", "logits-kd", kind] + (["siamese"] if siamese else []),
+                    {**extra, "student": described, "teacher_cache": True})
         elif variant.startswith("student-3l"):
             student = student_from_teacher(teacher, "every_other")
             student.trainable = True
             config = {"student-3l-kd": KD, "student-3l-hard": None, "student-3l-tinybert": TINYBERT,
                       "student-3l-pkd": PKD}[variant]
-            extra = tune(variant, student, args.steps, args.learning_rate, config, exact_steps=True)
+            extra = tune(variant, student, args.steps, args.learning_rate, config)
             tags = {"student-3l-kd": ["distill", "logits-kd", "layers"],
                     "student-3l-hard": ["finetune", "layers"],
                     "student-3l-tinybert": ["distill", "logits-kd", "hidden-kd", "attention-kd", "layers"],
@@ -182,7 +195,11 @@ def main(argv=None) -> int:
             prune_low_magnitude(model, PolynomialDecay(0.0, 0.9, begin_step=0, end_step=end,
                                                        frequency=max(1, end // 20)))
             config = KD if variant == "gmp-90-kd" else None
-            extra = tune(variant, model, args.gmp_steps, args.gmp_learning_rate, config, [UpdatePruningStep()])
+            source = TeacherCache(args.teacher_cache) if config is not None and args.teacher_cache else None
+            extra = tune(variant, model, args.gmp_steps, args.gmp_learning_rate, config, [UpdatePruningStep()],
+                         source=source)
+            if source is not None:
+                extra["teacher_cache"] = True
             extra["sparsity"] = round(get_pruning(model).overall_sparsity(), 4)
             strip_pruning(model)
             tags = ["gmp", "unstructured"] + (["distill", "logits-kd"] if config else [])

@@ -123,8 +123,8 @@ STAGES = {
                                      "source (.keras file, preset, folder)"),
         "student": ("every_other", None, "every_other | [0-based teacher layers] | {hidden_dim, num_layers, "
                                          "num_heads, intermediate_dim} (narrow) | bilstm | cnn | previous"),
-        "student_options": ({}, dict, "bilstm: units, hidden_units, projection_dim, trainable_embeddings, dropout; "
-                                      "cnn: filters, kernel_sizes, hidden_units, projection_dim, "
+        "student_options": ({}, dict, "bilstm: units, hidden_units, projection_dim, trainable_embeddings, dropout, "
+                                      "siamese; cnn: filters, kernel_sizes, hidden_units, projection_dim, siamese, "
                                       "trainable_embeddings, dropout; narrow: dropout"),
         "distillation": ({}, dict, "DistillationConfig fields: hard_label_weight, logits, logits_weight, "
                                    "temperature, hidden, hidden_weight, attention, attention_weight, "
@@ -199,8 +199,8 @@ MODEL_STAGES = TRAINING_STAGES      # stages that save a model (a distill teache
 DISTILL_STUDENTS = ("every_other", "bilstm", "cnn", "previous")
 NARROW_KEYS = ("hidden_dim", "num_layers", "num_heads", "intermediate_dim")
 STUDENT_OPTIONS = {
-    "bilstm": ("units", "hidden_units", "projection_dim", "trainable_embeddings", "dropout"),
-    "cnn": ("filters", "kernel_sizes", "hidden_units", "projection_dim", "trainable_embeddings", "dropout"),
+    "bilstm": ("units", "hidden_units", "projection_dim", "trainable_embeddings", "dropout", "siamese"),
+    "cnn": ("filters", "kernel_sizes", "hidden_units", "projection_dim", "trainable_embeddings", "dropout", "siamese"),
     "narrow": ("dropout",),
 }
 

@@ -61,5 +61,13 @@ def test_narrow_student_of_another_family():
     teacher = keras_hub.models.DistilBertTextClassifier(backbone, num_classes=3, preprocessor=None)
     student = narrow_student(teacher, hidden_dim=8, num_layers=1, num_heads=1, intermediate_dim=8)
     assert isinstance(student, keras_hub.models.DistilBertTextClassifier) and student.num_classes == 3
-    with pytest.raises(UnsupportedModelError):
-        student_from_teacher(teacher, [0])
+    # Layer-initialised students work for DistilBERT too (shrink keeps the family), with the teacher's layer 1.
+    shallow = student_from_teacher(teacher, [1])
+    assert isinstance(shallow, keras_hub.models.DistilBertTextClassifier) and len(encoder_layers(shallow)) == 1
+    np.testing.assert_array_equal(encoder_layers(shallow)[0]._feedforward_output_dense.kernel,
+                                  encoder_layers(teacher)[1]._feedforward_output_dense.kernel)
+    albert = keras_hub.models.AlbertTextClassifier(keras_hub.models.AlbertBackbone(
+        vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, embedding_dim=8, intermediate_dim=32,
+        max_sequence_length=16), num_classes=3, preprocessor=None)
+    with pytest.raises(UnsupportedModelError, match="AlbertBackbone"):
+        student_from_teacher(albert, [0])

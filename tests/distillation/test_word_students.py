@@ -173,3 +173,43 @@ def test_a_saved_word_student_loads_in_a_fresh_process(tmp_path):
     code = f"from tfbertopt.saving import load_model; print(type(load_model({path!r})).__name__)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("LstmStudent"), result.stderr[-2000:]
+
+
+def _pair_features(student):
+    """The student's [a, b, a * b, |a - b|] features (the input of its hidden dense or output dropout)."""
+    first = "hidden_dense" if student.hidden_units else "output_dropout"
+    return keras.Model(student.input, student.get_layer(first).input)
+
+
+@pytest.mark.parametrize("kind", ["bilstm", "cnn"])
+def test_siamese_encodes_each_sentence_alone(kind, teacher, tmp_path):
+    from tfbertopt.export.litert import export_litert
+    from tfbertopt.export.verify import run_litert
+
+    student = small(kind, teacher, siamese=True, dropout=0.0)
+    features = _pair_features(student)
+    pairs = [("good movie", "bad film"), ("good movie", "fine"), ("a good good movie here", "bad film")]
+    x = encode(pairs, student.preprocessor)
+    out = np.asarray(features(x))
+    n = out.shape[1] // 4
+    a, b = out[:, :n], out[:, n:2 * n]
+    np.testing.assert_allclose(a[0], a[1], atol=1e-5)      # sentence A's code does not see sentence B
+    np.testing.assert_allclose(b[0], b[2], atol=1e-5)      # nor B's code A, wherever B starts
+    assert not np.allclose(b[0], b[1], atol=1e-3)
+    np.testing.assert_allclose(out[:, 2 * n:3 * n], a * b, atol=1e-5)
+    np.testing.assert_allclose(out[:, 3 * n:], np.abs(a - b), atol=1e-5)
+    width = int(x["padding_mask"].sum(1).max())
+    np.testing.assert_allclose(student({k: v[:, :width] for k, v in x.items()}), student(x), atol=1e-5)
+    student.save(tmp_path / "siamese.keras")
+    reloaded = load_model(tmp_path / "siamese.keras")
+    assert reloaded.siamese
+    np.testing.assert_array_equal(predict_logits(reloaded, x), predict_logits(student, x))
+    path = export_litert(student, str(tmp_path / "siamese.tflite"), "float32", 16).path
+    np.testing.assert_allclose(run_litert(path, x), predict_logits(student, x), atol=1e-4)
+
+
+def test_siamese_needs_segment_ids(teacher):
+    from tfbertopt.distillation.word_students import CnnStudent
+
+    with pytest.raises(ValueError, match="siamese=True .* needs segment_ids"):
+        CnnStudent(30, 8, segment_ids=False, siamese=True)

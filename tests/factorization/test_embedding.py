@@ -21,6 +21,11 @@ def test_full_width_is_exact_and_narrow_keeps_the_best_approximation(bert4, feat
     assert count_params(new) == count_params(bert4) - table.shape[0] * 32 + table.shape[0] * 5 + 5 * 32
     roles = {r.role: r.shape for r in find_kernels(new, roles=["token_embedding", "embedding_projection"])}
     assert roles == {"token_embedding": (table.shape[0], 5), "embedding_projection": (5, 32)}
+    # The singular values are split evenly: column e of the table and row e of the projection have equal norms
+    # (sqrt(s_e) each), so neither factor carries all of their spread into int8.
+    column_norms = np.linalg.norm(np.asarray(new.backbone.token_embedding.embeddings), axis=0)
+    row_norms = np.linalg.norm(np.asarray(new.backbone.embedding_projection.kernel), axis=1)
+    np.testing.assert_allclose(column_norms, row_norms, rtol=1e-4)
     # Refactorizing an already factorized model starts from its effective table.
     again = factorize_embeddings(new, dim=3)
     assert tuple(again.backbone.token_embedding.embeddings.shape) == (table.shape[0], 3)

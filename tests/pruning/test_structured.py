@@ -33,6 +33,19 @@ def dev_features(bert4, demo_data):
     return encode(demo_data[1].texts, bert4.preprocessor)
 
 
+def zero_pruned_rows(model, plan):
+    """Zeroes, in `model` itself, the output-projection rows of the heads and FFN neurons `plan` drops from the
+    layers it keeps: the masked model that a shrink must equal."""
+    for i, encoder in enumerate(encoder_layers(model)):
+        if i not in plan.layers:
+            continue
+        for kernel, kept in ((encoder._self_attention_layer._output_dense.kernel, plan.heads[i]),
+                             (encoder._feedforward_output_dense.kernel, plan.neurons[i])):
+            value = np.asarray(kernel).copy()
+            value[[j for j in range(value.shape[0]) if j not in kept]] = 0
+            kernel.assign(value)
+
+
 def test_full_plan_shrink_is_identity(bert4, dev_features):
     same = shrink(bert4, full_plan(bert4))
     np.testing.assert_array_equal(predict_logits(same, dev_features), predict_logits(bert4, dev_features))
@@ -50,15 +63,7 @@ def test_shrink_equals_masking_heads_and_neurons(bert4, demo_data, dev_features)
     assert all(s["head_dim"] == 8 for s in encoder_shapes(small))
     assert small.count_params() < bert4.count_params()
     # Reference: the original with the dropped heads' output rows and dropped neurons' rows zeroed.
-    for i, encoder in enumerate(encoder_layers(bert4)):
-        out = encoder._self_attention_layer._output_dense.kernel
-        w = np.asarray(out).copy()
-        w[[h for h in range(4) if h not in plan.heads[i]]] = 0
-        out.assign(w)
-        ffn = encoder._feedforward_output_dense.kernel
-        v = np.asarray(ffn).copy()
-        v[[n for n in range(64) if n not in plan.neurons[i]]] = 0
-        ffn.assign(v)
+    zero_pruned_rows(bert4, plan)
     np.testing.assert_allclose(predict_logits(small, dev_features), predict_logits(bert4, dev_features), atol=1e-5)
 
 
@@ -154,13 +159,79 @@ def test_layerdrop_skips_layers_only_in_training(dev_features):
         with_layerdrop(bert4, 1.0)
 
 
-def test_non_bert_families_get_a_clear_error():
+def _family_classifier(family, **extra):
+    """A tiny random keras-hub classifier of `family` (3 layers, 4 heads of 8, FFN 48) on padded token ids."""
+    import keras_hub
+
+    from tfbertopt.models import electra_classifier
+
+    keras.utils.set_random_seed(5)
+    common = dict(num_layers=3, num_heads=4, hidden_dim=32, intermediate_dim=48, max_sequence_length=16, **extra)
+    if family == "Electra":
+        backbone = keras_hub.models.ElectraBackbone(vocab_size=40, embedding_dim=32, **common)
+        return electra_classifier(backbone, 3)
+    backbone = getattr(keras_hub.models, family + "Backbone")(vocabulary_size=40, **common)
+    return getattr(keras_hub.models, family + "TextClassifier")(backbone=backbone, num_classes=3, preprocessor=None)
+
+
+def _family_inputs(model, n=6, length=10):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, length + 1, size=n)
+    x = {"token_ids": rng.integers(1, 40, size=(n, length)).astype("int32"),
+         "padding_mask": (np.arange(length)[None, :] < lengths[:, None]).astype("int32")}
+    if "segment_ids" in model.input:
+        x["segment_ids"] = np.zeros((n, length), "int32")
+    x["token_ids"] *= x["padding_mask"]
+    return x
+
+
+@pytest.mark.parametrize("family", ["Roberta", "DistilBert", "Electra"])
+def test_other_families_shrink_exactly_save_load_and_export(family, tmp_path):
+    from tfbertopt.export.litert import export_litert
+    from tfbertopt.export.verify import run_litert
+
+    clf = _family_classifier(family)
+    x = _family_inputs(clf)
+    before = predict_logits(clf, x)
+    np.testing.assert_allclose(predict_logits(shrink(clf, full_plan(clf)), x), before, atol=1e-5)
+    plan = plan_drop_layers(clf, [2])
+    plan.heads = {0: [1, 3], 1: [0, 1, 2, 3], 2: [2]}
+    plan.neurons = {0: list(range(0, 48, 2)), 1: list(range(48)), 2: list(range(10))}
+    small = shrink(clf, plan)
+    expected_task = "BertTextClassifier" if family == "Electra" else f"{family}TextClassifier"
+    assert type(small).__name__ == expected_task
+    assert [(s["num_heads"], s["intermediate_dim"]) for s in encoder_shapes(small)] == [(2, 24), (1, 10)]
+    # Reference: the original with layer 2 skipped and the dropped heads' / neurons' output rows zeroed.
+    zero_pruned_rows(clf, plan)
+    skip = encoder_layers(clf)[1]
+    skip.call = lambda inputs, **kwargs: inputs          # run the original without layer 2
+    np.testing.assert_allclose(predict_logits(small, x), predict_logits(clf, x), atol=1e-5)
+    small.save(tmp_path / "small.keras")
+    loaded = load_model(tmp_path / "small.keras")
+    np.testing.assert_array_equal(predict_logits(loaded, x), predict_logits(small, x))
+    assert len(find_kernels(loaded, roles="encoder")) == 2 * 6
+    path = export_litert(loaded, tmp_path / "small.tflite", sequence_length=10).path
+    np.testing.assert_allclose(run_litert(path, x), predict_logits(loaded, x), atol=1e-4)
+    # LayerDrop works the same way on these families.
+    assert with_layerdrop(clf, 0.2).backbone.layerdrop == 0.2
+
+
+def test_unsupported_families_get_a_clear_error():
     import keras_hub
 
     from tfbertopt.kernels import UnsupportedModelError
 
-    backbone = keras_hub.models.DistilBertBackbone(vocabulary_size=30, num_layers=1, num_heads=2, hidden_dim=8,
-                                                   intermediate_dim=16, max_sequence_length=16)
-    clf = keras_hub.models.DistilBertTextClassifier(backbone=backbone, num_classes=2, preprocessor=None)
-    with pytest.raises(UnsupportedModelError, match="support BERT backbones"):
+    backbone = keras_hub.models.AlbertBackbone(vocabulary_size=30, num_layers=2, num_heads=2, hidden_dim=8,
+                                               embedding_dim=4, intermediate_dim=16, max_sequence_length=16)
+    clf = keras_hub.models.AlbertTextClassifier(backbone=backbone, num_classes=2, preprocessor=None)
+    with pytest.raises(UnsupportedModelError, match="AlbertBackbone .*shared across depth"):
         shrink(clf, full_plan(clf))
+    electra = _family_classifier("Electra")
+    factorized = keras_hub.models.ElectraBackbone(vocab_size=40, num_layers=1, num_heads=2, hidden_dim=16,
+                                                  embedding_dim=8, intermediate_dim=16, max_sequence_length=16)
+    with pytest.raises(UnsupportedModelError, match="embedding_dim == hidden_dim"):
+        shrink(type(electra)(backbone=factorized, num_classes=2, preprocessor=None), full_plan(factorized))
+    from tfbertopt.factorization import factorize_embeddings
+
+    with pytest.raises(UnsupportedModelError, match="factorization, sharing and quantization-aware training rebuild BERT backbones"):
+        factorize_embeddings(_family_classifier("Roberta"), dim=4)

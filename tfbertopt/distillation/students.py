@@ -31,12 +31,13 @@ from tfbertopt.pruning.structured import plan_drop_layers, shrink
 
 
 def student_from_teacher(teacher, layers="every_other"):
-    """A shallower copy of a BERT classifier keeping encoder layers `layers` (0-based, kept in the teacher's
-    order) or "every_other" (layers 0, 2, 4, ...), with the teacher's embeddings, pooler, head and preprocessor.
+    """A shallower copy of a BERT, MiniLM, ELECTRA (E = H), RoBERTa or DistilBERT classifier keeping encoder layers
+    `layers` (0-based, kept in the teacher's order) or "every_other" (layers 0, 2, 4, ...), with the teacher's
+    embeddings, pooler, head and preprocessor (DistilBERT's own initialisation, Sanh et al. 2019).
 
     Raises:
       ValueError: an empty selection, or an index outside the teacher's depth.
-      UnsupportedModelError: not a BERT classifier (structured shrinking supports BertBackbone today).
+      UnsupportedModelError: a family `tfbertopt.pruning.structured.shrink` cannot rebuild (ALBERT).
     """
     n = len(encoder_layers(teacher))
     if isinstance(layers, str):

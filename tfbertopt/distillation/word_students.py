@@ -9,9 +9,10 @@ Knowledge from BERT into Simple Neural Networks"): a one-layer BiLSTM and a Kim 
   size (ReLU) -> max-pool over the real tokens -> concatenation -> logits.
 
 Both are ordinary functional Keras models (`LstmStudent`, `CnnStudent`, registered as `tfbertopt>...`) that take
-the teacher's feature dict (`token_ids`, `padding_mask` and, when the teacher has them, `segment_ids`, which they
-ignore) and output logits, so `tfbertopt.train.finetune/evaluate/predict_logits`, `Distiller` (logits and hard-label
-terms), `.keras` saving (`tfbertopt.saving.load_model`) and `tfbertopt.export.litert.export_litert` work on them
+the teacher's feature dict (`token_ids`, `padding_mask` and, when the teacher has them, `segment_ids`) and output
+logits. On sentence pairs they run over the packed pair by default; `siamese=True` encodes each sentence alone with
+the same weights and classifies [a, b, a * b, |a - b|] (Tang et al.'s pair model).
+`tfbertopt.train.finetune/evaluate/predict_logits`, `Distiller` (logits and hard-label terms), `.keras` saving (`tfbertopt.saving.load_model`) and `tfbertopt.export.litert.export_litert` work on them
 as on the teacher. `.preprocessor` is the teacher's preprocessor object (saved with the model, like a keras-hub
 task's), so `encode(texts, student.preprocessor)` gives the same token ids as for the teacher.
 
@@ -79,7 +80,7 @@ class WordEmbeddingStudent(keras.Model):
     def __init__(self, vocabulary_size: int, embedding_dim: int, num_classes: int = 2,
                  projection_dim: int | None = None, trainable_embeddings: bool = True,
                  hidden_units: int | None = None, dropout: float = 0.1, segment_ids: bool = True,
-                 preprocessor=None, name: str | None = None, **kwargs):
+                 siamese: bool = False, preprocessor=None, name: str | None = None, **kwargs):
         _check_positive("vocabulary_size", vocabulary_size)
         _check_positive("embedding_dim", embedding_dim)
         _check_positive("num_classes", num_classes)
@@ -88,6 +89,9 @@ class WordEmbeddingStudent(keras.Model):
         if hidden_units is not None:
             _check_positive("hidden_units", hidden_units)
         dropout = _check_dropout(dropout)
+        if siamese and not segment_ids:
+            raise ValueError("siamese=True encodes the two sentences of a pair apart, which needs segment_ids; this "
+                             "student has none (its teacher takes no segment_ids)")
         inputs = {"token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
                   "padding_mask": keras.Input((None,), dtype="int32", name="padding_mask")}
         if segment_ids:   # taken (so the teacher's feature dict and LiteRT signature fit) and ignored
@@ -100,7 +104,16 @@ class WordEmbeddingStudent(keras.Model):
             x = keras.layers.Dense(projection_dim, use_bias=False, name="embedding_projection")(x)
         x = x * ops.cast(mask, x.dtype)[:, :, None]          # padded positions are exact zeros
         x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-        features = self._encode(x, mask)
+        encode = self._encoder()
+        if siamese:
+            # Tang et al.'s pair model: one shared encoder over each sentence alone ([CLS] A [SEP] is segment 0,
+            # B [SEP] segment 1), then [a, b, a * b, |a - b|] (Conneau et al.'s InferSent features).
+            second = ops.cast(inputs["segment_ids"], "bool")
+            masks = (ops.logical_and(mask, ops.logical_not(second)), ops.logical_and(mask, second))
+            a, b = (encode(x * ops.cast(m, x.dtype)[:, :, None], m) for m in masks)
+            features = ops.concatenate([a, b, a * b, ops.abs(a - b)], axis=-1)
+        else:
+            features = encode(x, mask)
         if hidden_units is not None:
             features = keras.layers.Dense(hidden_units, activation="relu", name="hidden_dense")(features)
         features = keras.layers.Dropout(dropout, name="output_dropout")(features)
@@ -109,6 +122,7 @@ class WordEmbeddingStudent(keras.Model):
         self.vocabulary_size, self.embedding_dim, self.num_classes = vocabulary_size, embedding_dim, num_classes
         self.projection_dim, self.trainable_embeddings = projection_dim, trainable_embeddings
         self.hidden_units, self.dropout, self.segment_ids = hidden_units, dropout, segment_ids
+        self.siamese = bool(siamese)
         self.preprocessor = preprocessor
 
     @property
@@ -120,13 +134,16 @@ class WordEmbeddingStudent(keras.Model):
     def preprocessor(self, value):
         self._preprocessor = value
 
-    def _encode(self, x, mask):
+    def _encoder(self):
+        """A function (embedded [batch, time, dim], mask [batch, time]) -> pooled [batch, features] whose layers
+        are created here, once, so that a siamese student applies the same weights to both sentences."""
         raise NotImplementedError
 
     @staticmethod
     def _masked_max(x, mask):
-        """Max over the time axis of [batch, time, features], real tokens only."""
-        return ops.max(ops.where(mask[:, :, None], x, ops.cast(_NEG, x.dtype)), axis=1)
+        """Max over the time axis of [batch, time, features], real tokens only (0 where there are none)."""
+        pooled = ops.max(ops.where(mask[:, :, None], x, ops.cast(_NEG, x.dtype)), axis=1)
+        return ops.where(ops.any(mask, axis=1)[:, None], pooled, ops.zeros_like(pooled))
 
     def _own_config(self) -> dict:
         return {}
@@ -135,7 +152,7 @@ class WordEmbeddingStudent(keras.Model):
         return {"vocabulary_size": self.vocabulary_size, "embedding_dim": self.embedding_dim,
                 "num_classes": self.num_classes, "projection_dim": self.projection_dim,
                 "trainable_embeddings": self.trainable_embeddings, "hidden_units": self.hidden_units,
-                "dropout": self.dropout, "segment_ids": self.segment_ids, "name": self.name,
+                "dropout": self.dropout, "segment_ids": self.segment_ids, "siamese": self.siamese, "name": self.name,
                 "trainable": self.trainable, **self._own_config(),
                 "preprocessor": keras.layers.serialize(self.preprocessor) if self.preprocessor is not None
                 else None}
@@ -158,9 +175,9 @@ class LstmStudent(WordEmbeddingStudent):
         self.units = _check_positive("units", units)
         super().__init__(vocabulary_size, embedding_dim, **kwargs)
 
-    def _encode(self, x, mask):
+    def _encoder(self):
         lstm = keras.layers.Bidirectional(keras.layers.LSTM(self.units, return_sequences=True), name="bilstm")
-        return self._masked_max(lstm(x, mask=mask), mask)
+        return lambda x, mask: self._masked_max(lstm(x, mask=mask), mask)
 
     def _own_config(self):
         return {"units": self.units}
@@ -182,13 +199,17 @@ class CnnStudent(WordEmbeddingStudent):
         self.kernel_sizes = [_check_positive("kernel_sizes entry", k) for k in sizes]
         super().__init__(vocabulary_size, embedding_dim, **kwargs)
 
-    def _encode(self, x, mask):
+    def _encoder(self):
         # "same" padding: a window centred on a real token sees zeros past the end of the sentence, whatever the
         # batch's padded width, so the pooled features do not depend on padding.
-        pooled = [self._masked_max(keras.layers.Conv1D(self.filters, k, padding="same", activation="relu",
-                                                       name=f"conv_{k}")(x), mask)
-                  for k in self.kernel_sizes]
-        return pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="concat_pools")(pooled)
+        convs = [keras.layers.Conv1D(self.filters, k, padding="same", activation="relu", name=f"conv_{k}")
+                 for k in self.kernel_sizes]
+
+        def encode(x, mask):
+            pooled = [self._masked_max(conv(x), mask) for conv in convs]
+            return pooled[0] if len(pooled) == 1 else ops.concatenate(pooled, axis=-1)
+
+        return encode
 
     def _own_config(self):
         return {"filters": self.filters, "kernel_sizes": list(self.kernel_sizes)}
@@ -207,18 +228,20 @@ def _teacher_parts(teacher):
     return table, int(teacher.num_classes), takes_segments, getattr(teacher, "preprocessor", None)
 
 
-def _from_teacher(cls, teacher, trainable_embeddings, projection_dim, hidden_units, dropout, seed, **kwargs):
+def _from_teacher(cls, teacher, trainable_embeddings, projection_dim, hidden_units, dropout, seed, siamese,
+                  **kwargs):
     table, num_classes, takes_segments, preprocessor = _teacher_parts(teacher)
     keras.utils.set_random_seed(seed)
     student = cls(table.shape[0], table.shape[1], num_classes=num_classes, projection_dim=projection_dim,
                   trainable_embeddings=trainable_embeddings, hidden_units=hidden_units, dropout=dropout,
-                  segment_ids=takes_segments, preprocessor=preprocessor, **kwargs)
+                  segment_ids=takes_segments, siamese=siamese, preprocessor=preprocessor, **kwargs)
     student.get_layer("token_embedding").set_weights([table])
     return student
 
 
 def bilstm_student(teacher, units: int = 150, hidden_units: int | None = 400, projection_dim: int | None = None,
-                   trainable_embeddings: bool = True, dropout: float = 0.1, seed: int = 0) -> LstmStudent:
+                   trainable_embeddings: bool = True, dropout: float = 0.1, seed: int = 0,
+                   siamese: bool = False) -> LstmStudent:
     """Tang et al.'s BiLSTM over a copy of `teacher`'s word-embedding table (see the module docstring).
 
     Args:
@@ -229,17 +252,20 @@ def bilstm_student(teacher, units: int = 150, hidden_units: int | None = 400, pr
         the teacher's width.
       trainable_embeddings: fine-tune the copied table (True) or keep it frozen.
       dropout, seed: dropout rate, and the seed of the random initialisation of the other layers.
+      siamese: for sentence-pair tasks, encode each sentence of the pair alone with the shared encoder and classify
+        [a, b, a * b, |a - b|] (Tang et al.'s pair model); False runs one encoder over the packed pair.
 
     Raises:
-      ValueError: a non-positive size, a dropout outside [0, 1), or a teacher that is not a classifier.
+      ValueError: a non-positive size, a dropout outside [0, 1), a teacher that is not a classifier, or siamese
+        with a teacher that takes no segment_ids.
     """
     return _from_teacher(LstmStudent, teacher, trainable_embeddings, projection_dim, hidden_units, dropout, seed,
-                         units=units)
+                         siamese, units=units)
 
 
 def cnn_student(teacher, filters: int = 100, kernel_sizes=(3, 4, 5), hidden_units: int | None = None,
                 projection_dim: int | None = None, trainable_embeddings: bool = True, dropout: float = 0.1,
-                seed: int = 0) -> CnnStudent:
+                seed: int = 0, siamese: bool = False) -> CnnStudent:
     """A Kim (2014) CNN over a copy of `teacher`'s word-embedding table: `filters` ReLU filters per kernel width
     in `kernel_sizes`, each max-pooled over the real tokens (other arguments as `bilstm_student`).
 
@@ -248,7 +274,7 @@ def cnn_student(teacher, filters: int = 100, kernel_sizes=(3, 4, 5), hidden_unit
         that is not a classifier.
     """
     return _from_teacher(CnnStudent, teacher, trainable_embeddings, projection_dim, hidden_units, dropout, seed,
-                         filters=filters, kernel_sizes=kernel_sizes)
+                         siamese, filters=filters, kernel_sizes=kernel_sizes)
 
 
 def is_word_student(model) -> bool:

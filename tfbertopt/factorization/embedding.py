@@ -1,7 +1,9 @@
 """ALBERT-style factorized token embeddings: a V x E table and an E x H projection, initialised by SVD.
 
-The trained V x H token table T is replaced by `U_E S_E` (V x E) and `V_E^T` (E x H), its best rank-E
-approximation; position and segment embeddings stay H wide (they are small), so with E = H the model is
+The trained V x H token table T is replaced by `U_E S_E^1/2` (V x E) and `S_E^1/2 V_E^T` (E x H), its best rank-E
+approximation with the singular values split evenly between the two factors (which int8 quantizes better than
+`U_E S_E` and `V_E^T`: on MiniLM-L6's table at E = 112, 1.46% instead of 1.99% relative error with a per-tensor table
+and per-channel projection); position and segment embeddings stay H wide (they are small), so with E = H the model is
 unchanged. For a 30k vocabulary at H = 384 the table is 11.7M of MiniLM-L6's 22.7M weights; E = 128 keeps 3.9M.
 
 Example:
@@ -59,7 +61,10 @@ def factorize_embeddings(model, dim: int | None = None, max_params: int | None =
     logger.info("token embedding %d x %d -> E = %d keeps %.3f of its energy", vocab, hidden, dim, energy)
     if dim == hidden:
         return rebuild(source, embedding_dim=None, values={"token_embedding/embeddings": table})
+    # The singular values are split evenly (U sqrt(S), sqrt(S) V^T): the same product, but neither factor carries
+    # all of S's spread, so int8 quantization of either (per tensor or per channel) loses less.
+    root = np.sqrt(s[:dim])
     return rebuild(source, embedding_dim=int(dim), values={
-        "token_embedding/embeddings": u[:, :dim] * s[:dim],
-        "embedding_projection/kernel": vt[:dim],
+        "token_embedding/embeddings": u[:, :dim] * root,
+        "embedding_projection/kernel": root[:, None] * vt[:dim],
     })

@@ -15,7 +15,8 @@ _KEEP = object()
 
 
 def as_pruned_bert(model):
-    """`model` itself when it already sits on a `PrunedBertBackbone`, else an exact copy that does (BERT only)."""
+    """`model` itself when it already sits on a `PrunedBertBackbone`, else an exact copy that does (BERT, MiniLM,
+    ELECTRA with E = H; other families raise UnsupportedModelError)."""
     from tfbertopt.layers import PrunedBertBackbone
     from tfbertopt.pruning.structured import full_plan, shrink
 
@@ -24,7 +25,12 @@ def as_pruned_bert(model):
             raise UnsupportedModelError("factorization needs a BertTextClassifier-style task model "
                                         "(backbone + output_dense)")
         return model
-    return shrink(model, full_plan(model))
+    copy = shrink(model, full_plan(model))
+    if not isinstance(get_backbone(copy), PrunedBertBackbone):
+        raise UnsupportedModelError(f"factorization, sharing and quantization-aware training rebuild BERT backbones "
+                                    f"(BERT, MiniLM, ELECTRA with E = H) only; got "
+                                    f"{type(get_backbone(model)).__name__}")
+    return copy
 
 
 def _is_quantizer_state(path: str) -> bool:

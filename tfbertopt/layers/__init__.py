@@ -4,11 +4,12 @@ from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.low_rank_einsum_dense import LowRankEinsumDense
 from tfbertopt.layers.low_rank_multi_head_attention import LowRankMultiHeadAttention
 from tfbertopt.layers.pruned_bert_backbone import PrunedBertBackbone
+from tfbertopt.layers.pruned_roberta_backbone import PrunedRobertaBackbone
 from tfbertopt.layers.pruned_transformer_encoder import PrunedTransformerEncoder
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
 from tfbertopt.layers.quantized_multi_head_attention import QuantizedMultiHeadAttention
 
-__all__ = ["PrunedTransformerEncoder", "PrunedBertBackbone", "LowRankEinsumDense", "LowRankMultiHeadAttention",
+__all__ = ["PrunedTransformerEncoder", "PrunedBertBackbone", "PrunedRobertaBackbone", "LowRankEinsumDense", "LowRankMultiHeadAttention",
            "ActivationQuantizer", "QuantizedEinsumDense", "QuantizedMultiHeadAttention",
            "QuantizedLayerNormalization"]

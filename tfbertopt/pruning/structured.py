@@ -7,8 +7,9 @@
 2. Plan: `plan_by_importance` drops the lowest-scoring heads and neurons, ranked across all layers (at least
    `min_heads` / `min_neurons` stay in each layer); `plan_drop_layers` drops whole layers ("drop 4 and 6", or
    every other layer).
-3. Shrink: `shrink(model, plan)` builds a smaller ordinary `BertTextClassifier` over a `PrunedBertBackbone`
-   (each layer with its own head count and FFN width) and copies the kept weights; it saves, loads, fine-tunes and
+3. Shrink: `shrink(model, plan)` builds a smaller ordinary classifier of the same kind (BERT, MiniLM, ELECTRA
+   with E = H: `BertTextClassifier` over a `PrunedBertBackbone`; RoBERTa, DistilBERT: their own classifier over a
+   `PrunedRobertaBackbone`), each layer with its own head count and FFN width, and copies the kept weights; it saves, loads, fine-tunes and
    exports like any other model. `with_layerdrop(model, rate)` gives the same model, unpruned, that skips each
    layer with probability `rate` while training (LayerDrop), so that layers can be dropped afterwards.
 
@@ -61,23 +62,38 @@ def full_plan(model) -> StructurePlan:
     )
 
 
-def _check_bert(model):
-    from tfbertopt.layers import PrunedBertBackbone
+def _check_shrinkable(model) -> str:
+    """The family `shrink` rebuilds `model` as: "bert" (BERT, MiniLM, ELECTRA with E = H) or "roberta" (RoBERTa,
+    DistilBERT); anything else is an UnsupportedModelError that says why."""
     import keras_hub
 
+    from tfbertopt.layers import PrunedBertBackbone, PrunedRobertaBackbone
+
     backbone = get_backbone(model)
-    if not isinstance(backbone, (keras_hub.models.BertBackbone, PrunedBertBackbone)):
+    if isinstance(backbone, keras_hub.models.ElectraBackbone) and backbone.embedding_dim != backbone.hidden_dim:
         raise UnsupportedModelError(
-            f"structured pruning and shrinking support BERT backbones (BertBackbone: BERT, MiniLM, ...) today; "
-            f"got {type(backbone).__name__}")
+            f"shrink supports ELECTRA only with embedding_dim == hidden_dim (then it is BERT-shaped); this one "
+            f"projects {backbone.embedding_dim}-wide embeddings to {backbone.hidden_dim}")
+    if isinstance(backbone, (keras_hub.models.BertBackbone, keras_hub.models.ElectraBackbone, PrunedBertBackbone)):
+        family = "bert"
+    elif isinstance(backbone, (keras_hub.models.RobertaBackbone, keras_hub.models.DistilBertBackbone,
+                               PrunedRobertaBackbone)):
+        family = "roberta"
+    else:
+        raise UnsupportedModelError(
+            f"structured pruning and shrinking support BERT, MiniLM, ELECTRA (E = H), RoBERTa and DistilBERT "
+            f"backbones; got {type(backbone).__name__}"
+            + (" (its encoder layers are shared across depth, so heads cannot be pruned per layer)"
+               if isinstance(backbone, keras_hub.models.AlbertBackbone) else ""))
     if isinstance(backbone, PrunedBertBackbone) and (
             backbone.embedding_dim is not None or any(spec.get("ranks") or spec.get("shared_with") is not None
                                                       for spec in backbone.layer_specs)):
         raise UnsupportedModelError("structured pruning works on dense, unshared layers: prune and shrink first, "
                                     "then factorize or share (tfbertopt.factorization)")
     if getattr(model, "backbone", None) is None or not hasattr(model, "output_dense"):
-        raise UnsupportedModelError("shrink needs a BertTextClassifier-style task model (backbone + output_dense)")
-    return backbone
+        raise UnsupportedModelError("shrink needs a keras-hub text classifier (backbone + output_dense), e.g. "
+                                    "BertTextClassifier")
+    return family
 
 
 def structure_importance(model, features: dict, labels: np.ndarray, task, batches: int = 16,
@@ -166,13 +182,72 @@ def _copy(dst, src_value):
     dst.assign(np.asarray(src_value))
 
 
-def shrink(model, plan: StructurePlan, layerdrop: float = 0.0):
-    """A new, physically smaller classifier keeping exactly what `plan` says; the original is left untouched."""
+def _copy_encoder(src, dst, heads: np.ndarray, neurons: np.ndarray):
+    """Copies the kept heads and FFN neurons of encoder `src` into the smaller encoder `dst`."""
+    src_att, dst_att = src._self_attention_layer, dst._self_attention_layer
+    for part in ("_query_dense", "_key_dense", "_value_dense"):
+        s, d = getattr(src_att, part), getattr(dst_att, part)
+        _copy(d.kernel, np.asarray(s.kernel)[:, heads, :])
+        _copy(d.bias, np.asarray(s.bias)[heads, :])
+    _copy(dst_att._output_dense.kernel, np.asarray(src_att._output_dense.kernel)[heads, :, :])
+    _copy(dst_att._output_dense.bias, src_att._output_dense.bias)
+    for norm in ("_self_attention_layer_norm", "_feedforward_layer_norm"):
+        getattr(dst, norm).set_weights(getattr(src, norm).get_weights())
+    _copy(dst._feedforward_intermediate_dense.kernel, np.asarray(src._feedforward_intermediate_dense.kernel)[:, neurons])
+    _copy(dst._feedforward_intermediate_dense.bias, np.asarray(src._feedforward_intermediate_dense.bias)[neurons])
+    _copy(dst._feedforward_output_dense.kernel, np.asarray(src._feedforward_output_dense.kernel)[neurons, :])
+    _copy(dst._feedforward_output_dense.bias, src._feedforward_output_dense.bias)
+
+
+def _smaller_backbone(family: str, backbone, specs: list[dict], layerdrop: float):
+    """The pruned backbone of `family` with `specs`, its embeddings (and BERT's pooler) copied from `backbone`."""
     import keras_hub
 
-    from tfbertopt.layers import PrunedBertBackbone
+    from tfbertopt.layers import PrunedBertBackbone, PrunedRobertaBackbone
 
-    backbone = _check_bert(model)
+    if family == "bert":
+        new = PrunedBertBackbone(
+            vocabulary_size=getattr(backbone, "vocabulary_size", None) or backbone.vocab_size,   # ELECTRA: vocab_size
+            hidden_dim=backbone.hidden_dim, layer_specs=specs, dropout=backbone.dropout,
+            max_sequence_length=backbone.max_sequence_length, num_segments=backbone.num_segments,
+            layerdrop=layerdrop, dtype=backbone.dtype_policy)
+        names = ("token_embedding", "position_embedding", "segment_embedding", "embeddings_layer_norm",
+                 "pooled_dense")
+    else:
+        embeddings = next(l for l in backbone.layers if isinstance(l, keras_hub.layers.TokenAndPositionEmbedding))
+        norm = backbone.get_layer("embeddings_layer_norm")
+        new = PrunedRobertaBackbone(
+            vocabulary_size=backbone.vocabulary_size, hidden_dim=backbone.hidden_dim, layer_specs=specs,
+            dropout=backbone.dropout, max_sequence_length=backbone.max_sequence_length, layerdrop=layerdrop,
+            layer_norm_epsilon=norm.epsilon, embeddings_name=embeddings.name, dtype=backbone.dtype_policy)
+        names = (embeddings.name, "embeddings_layer_norm")
+    for name in names:
+        new.get_layer(name).set_weights(backbone.get_layer(name).get_weights())
+    return new
+
+
+def _task_like(model, backbone):
+    """A classifier of `model`'s own task class (BertTextClassifier, RobertaTextClassifier, ...) over `backbone`,
+    with `model`'s head weights."""
+    kwargs = dict(backbone=backbone, num_classes=model.num_classes, preprocessor=model.preprocessor,
+                  activation=model.activation, dropout=model.dropout)
+    if hasattr(model, "hidden_dim"):       # RoBERTa and DistilBERT heads have a hidden layer of this width
+        kwargs["hidden_dim"] = model.hidden_dim
+    new = type(model)(**kwargs)
+    for name in ("pooled_dense", "output_dense"):
+        if hasattr(model, name):
+            getattr(new, name).set_weights(getattr(model, name).get_weights())
+    return new
+
+
+def shrink(model, plan: StructurePlan, layerdrop: float = 0.0):
+    """A new, physically smaller classifier keeping exactly what `plan` says; the original is left untouched.
+
+    BERT, MiniLM and ELECTRA (E = H) become a classifier over a `PrunedBertBackbone`; RoBERTa and DistilBERT keep
+    their own classifier class over a `PrunedRobertaBackbone`. ALBERT (one encoder shared by every depth) is refused.
+    """
+    family = _check_shrinkable(model)
+    backbone = get_backbone(model)
     encoders = encoder_layers(model)
     shapes = encoder_shapes(model)
     for i in plan.layers:
@@ -180,34 +255,11 @@ def shrink(model, plan: StructurePlan, layerdrop: float = 0.0):
             raise ValueError(f"layer {i} keeps no heads or no FFN neurons; drop the layer instead")
     specs = [{"num_heads": len(plan.heads[i]), "key_dim": shapes[i]["head_dim"],
               "intermediate_dim": len(plan.neurons[i])} for i in plan.layers]
-    new_backbone = PrunedBertBackbone(
-        vocabulary_size=backbone.vocabulary_size, hidden_dim=backbone.hidden_dim, layer_specs=specs,
-        dropout=backbone.dropout, max_sequence_length=backbone.max_sequence_length,
-        num_segments=backbone.num_segments, layerdrop=layerdrop, dtype=backbone.dtype_policy)
-    for name in ("token_embedding", "position_embedding", "segment_embedding", "embeddings_layer_norm",
-                 "pooled_dense"):
-        new_backbone.get_layer(name).set_weights(backbone.get_layer(name).get_weights())
+    new_backbone = _smaller_backbone(family, backbone, specs, layerdrop)
     for j, i in enumerate(plan.layers):
-        src, dst = encoders[i], new_backbone.transformer_layers[j]
-        heads, neurons = np.array(plan.heads[i]), np.array(plan.neurons[i])
-        src_att, dst_att = src._self_attention_layer, dst._self_attention_layer
-        for part in ("_query_dense", "_key_dense", "_value_dense"):
-            s, d = getattr(src_att, part), getattr(dst_att, part)
-            _copy(d.kernel, np.asarray(s.kernel)[:, heads, :])
-            _copy(d.bias, np.asarray(s.bias)[heads, :])
-        _copy(dst_att._output_dense.kernel, np.asarray(src_att._output_dense.kernel)[heads, :, :])
-        _copy(dst_att._output_dense.bias, src_att._output_dense.bias)
-        for norm in ("_self_attention_layer_norm", "_feedforward_layer_norm"):
-            getattr(dst, norm).set_weights(getattr(src, norm).get_weights())
-        _copy(dst._feedforward_intermediate_dense.kernel,
-              np.asarray(src._feedforward_intermediate_dense.kernel)[:, neurons])
-        _copy(dst._feedforward_intermediate_dense.bias, np.asarray(src._feedforward_intermediate_dense.bias)[neurons])
-        _copy(dst._feedforward_output_dense.kernel, np.asarray(src._feedforward_output_dense.kernel)[neurons, :])
-        _copy(dst._feedforward_output_dense.bias, src._feedforward_output_dense.bias)
-    new = keras_hub.models.BertTextClassifier(
-        backbone=new_backbone, num_classes=model.num_classes, preprocessor=model.preprocessor,
-        activation=model.activation, dropout=model.dropout)
-    new.output_dense.set_weights(model.output_dense.get_weights())
+        _copy_encoder(encoders[i], new_backbone.transformer_layers[j], np.array(plan.heads[i]),
+                      np.array(plan.neurons[i]))
+    new = _task_like(model, new_backbone)
     logger.info("shrunk: %s", plan.summary(model))
     return new
 
