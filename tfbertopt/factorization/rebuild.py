@@ -18,19 +18,18 @@ def as_pruned_bert(model):
     """`model` itself when it already sits on a `PrunedBertBackbone`, else an exact copy that does (BERT, MiniLM,
     ELECTRA with E = H; other families raise UnsupportedModelError)."""
     from tfbertopt.layers import PrunedBertBackbone
-    from tfbertopt.pruning.structured import full_plan, shrink
+    from tfbertopt.pruning.structured import full_plan, shrink, shrink_family
 
     if isinstance(get_backbone(model), PrunedBertBackbone):
         if not hasattr(model, "output_dense"):
             raise UnsupportedModelError("factorization needs a BertTextClassifier-style task model "
                                         "(backbone + output_dense)")
         return model
-    copy = shrink(model, full_plan(model))
-    if not isinstance(get_backbone(copy), PrunedBertBackbone):
+    if shrink_family(model) != "bert":     # refused before any copy is built
         raise UnsupportedModelError(f"factorization, sharing and quantization-aware training rebuild BERT backbones "
                                     f"(BERT, MiniLM, ELECTRA with E = H) only; got "
                                     f"{type(get_backbone(model)).__name__}")
-    return copy
+    return shrink(model, full_plan(model))
 
 
 def _is_quantizer_state(path: str) -> bool:

@@ -10,6 +10,6 @@ from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
 from tfbertopt.layers.quantized_multi_head_attention import QuantizedMultiHeadAttention
 
-__all__ = ["PrunedTransformerEncoder", "PrunedBertBackbone", "PrunedRobertaBackbone", "LowRankEinsumDense", "LowRankMultiHeadAttention",
-           "ActivationQuantizer", "QuantizedEinsumDense", "QuantizedMultiHeadAttention",
+__all__ = ["PrunedTransformerEncoder", "PrunedBertBackbone", "PrunedRobertaBackbone", "LowRankEinsumDense",
+           "LowRankMultiHeadAttention", "ActivationQuantizer", "QuantizedEinsumDense", "QuantizedMultiHeadAttention",
            "QuantizedLayerNormalization"]

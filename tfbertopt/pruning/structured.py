@@ -9,8 +9,8 @@
    every other layer).
 3. Shrink: `shrink(model, plan)` builds a smaller ordinary classifier of the same kind (BERT, MiniLM, ELECTRA
    with E = H: `BertTextClassifier` over a `PrunedBertBackbone`; RoBERTa, DistilBERT: their own classifier over a
-   `PrunedRobertaBackbone`), each layer with its own head count and FFN width, and copies the kept weights; it saves, loads, fine-tunes and
-   exports like any other model. `with_layerdrop(model, rate)` gives the same model, unpruned, that skips each
+   `PrunedRobertaBackbone`), each layer with its own head count and FFN width, and copies the kept weights; it
+   saves, loads, fine-tunes and exports like any other model. `with_layerdrop(model, rate)` gives the same model, unpruned, that skips each
    layer with probability `rate` while training (LayerDrop), so that layers can be dropped afterwards.
 
 Example:
@@ -62,7 +62,7 @@ def full_plan(model) -> StructurePlan:
     )
 
 
-def _check_shrinkable(model) -> str:
+def shrink_family(model) -> str:
     """The family `shrink` rebuilds `model` as: "bert" (BERT, MiniLM, ELECTRA with E = H) or "roberta" (RoBERTa,
     DistilBERT); anything else is an UnsupportedModelError that says why."""
     import keras_hub
@@ -193,7 +193,8 @@ def _copy_encoder(src, dst, heads: np.ndarray, neurons: np.ndarray):
     _copy(dst_att._output_dense.bias, src_att._output_dense.bias)
     for norm in ("_self_attention_layer_norm", "_feedforward_layer_norm"):
         getattr(dst, norm).set_weights(getattr(src, norm).get_weights())
-    _copy(dst._feedforward_intermediate_dense.kernel, np.asarray(src._feedforward_intermediate_dense.kernel)[:, neurons])
+    _copy(dst._feedforward_intermediate_dense.kernel,
+          np.asarray(src._feedforward_intermediate_dense.kernel)[:, neurons])
     _copy(dst._feedforward_intermediate_dense.bias, np.asarray(src._feedforward_intermediate_dense.bias)[neurons])
     _copy(dst._feedforward_output_dense.kernel, np.asarray(src._feedforward_output_dense.kernel)[neurons, :])
     _copy(dst._feedforward_output_dense.bias, src._feedforward_output_dense.bias)
@@ -207,7 +208,8 @@ def _smaller_backbone(family: str, backbone, specs: list[dict], layerdrop: float
 
     if family == "bert":
         new = PrunedBertBackbone(
-            vocabulary_size=getattr(backbone, "vocabulary_size", None) or backbone.vocab_size,   # ELECTRA: vocab_size
+            # ELECTRA names it vocab_size
+            vocabulary_size=getattr(backbone, "vocabulary_size", None) or backbone.vocab_size,
             hidden_dim=backbone.hidden_dim, layer_specs=specs, dropout=backbone.dropout,
             max_sequence_length=backbone.max_sequence_length, num_segments=backbone.num_segments,
             layerdrop=layerdrop, dtype=backbone.dtype_policy)
@@ -246,7 +248,7 @@ def shrink(model, plan: StructurePlan, layerdrop: float = 0.0):
     BERT, MiniLM and ELECTRA (E = H) become a classifier over a `PrunedBertBackbone`; RoBERTa and DistilBERT keep
     their own classifier class over a `PrunedRobertaBackbone`. ALBERT (one encoder shared by every depth) is refused.
     """
-    family = _check_shrinkable(model)
+    family = shrink_family(model)
     backbone = get_backbone(model)
     encoders = encoder_layers(model)
     shapes = encoder_shapes(model)
