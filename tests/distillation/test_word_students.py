@@ -198,6 +198,12 @@ def test_siamese_encodes_each_sentence_alone(kind, teacher, tmp_path):
     assert not np.allclose(b[0], b[1], atol=1e-3)
     np.testing.assert_allclose(out[:, 2 * n:3 * n], a * b, atol=1e-5)
     np.testing.assert_allclose(out[:, 3 * n:], np.abs(a - b), atol=1e-5)
+    # MACs: the encoder runs once per sentence, so twice the packed student's encoder MACs.
+    def encoder_macs(model):
+        dense = sum(int(np.prod(l.kernel.shape)) for l in model.layers if isinstance(l, keras.layers.Dense))
+        return student_macs(model, 16) - dense
+
+    assert encoder_macs(student) == 2 * encoder_macs(small(kind, teacher, dropout=0.0)) > 0
     width = int(x["padding_mask"].sum(1).max())
     np.testing.assert_allclose(student({k: v[:, :width] for k, v in x.items()}), student(x), atol=1e-5)
     student.save(tmp_path / "siamese.keras")

@@ -12,8 +12,8 @@ Both are ordinary functional Keras models (`LstmStudent`, `CnnStudent`, register
 the teacher's feature dict (`token_ids`, `padding_mask` and, when the teacher has them, `segment_ids`) and output
 logits. On sentence pairs they run over the packed pair by default; `siamese=True` encodes each sentence alone with
 the same weights and classifies [a, b, a * b, |a - b|] (Tang et al.'s pair model).
-`tfbertopt.train.finetune/evaluate/predict_logits`, `Distiller` (logits and hard-label terms), `.keras` saving (`tfbertopt.saving.load_model`) and `tfbertopt.export.litert.export_litert` work on them
-as on the teacher. `.preprocessor` is the teacher's preprocessor object (saved with the model, like a keras-hub
+`tfbertopt.train.finetune/evaluate/predict_logits`, `Distiller` (logits and hard-label terms), `.keras` saving
+(`tfbertopt.saving.load_model`) and `tfbertopt.export.litert.export_litert` work on them as on the teacher. `.preprocessor` is the teacher's preprocessor object (saved with the model, like a keras-hub
 task's), so `encode(texts, student.preprocessor)` gives the same token ids as for the teacher.
 
 Padding never changes the output: padded positions are zeroed before the convolutions, skipped by the LSTM (Keras
@@ -94,7 +94,7 @@ class WordEmbeddingStudent(keras.Model):
                              "student has none (its teacher takes no segment_ids)")
         inputs = {"token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
                   "padding_mask": keras.Input((None,), dtype="int32", name="padding_mask")}
-        if segment_ids:   # taken (so the teacher's feature dict and LiteRT signature fit) and ignored
+        if segment_ids:   # taken so the teacher's feature dict and LiteRT signature fit; read only when siamese
             inputs["segment_ids"] = keras.Input((None,), dtype="int32", name="segment_ids")
         embedding = keras.layers.Embedding(vocabulary_size, embedding_dim, name="token_embedding",
                                            trainable=trainable_embeddings)
@@ -152,7 +152,8 @@ class WordEmbeddingStudent(keras.Model):
         return {"vocabulary_size": self.vocabulary_size, "embedding_dim": self.embedding_dim,
                 "num_classes": self.num_classes, "projection_dim": self.projection_dim,
                 "trainable_embeddings": self.trainable_embeddings, "hidden_units": self.hidden_units,
-                "dropout": self.dropout, "segment_ids": self.segment_ids, "siamese": self.siamese, "name": self.name,
+                "dropout": self.dropout, "segment_ids": self.segment_ids, "siamese": self.siamese,
+                "name": self.name,
                 "trainable": self.trainable, **self._own_config(),
                 "preprocessor": keras.layers.serialize(self.preprocessor) if self.preprocessor is not None
                 else None}
@@ -284,15 +285,17 @@ def is_word_student(model) -> bool:
 
 def student_macs(model, sequence_length: int = 128) -> int:
     """Multiply-accumulates of one forward pass over `sequence_length` tokens (dense, LSTM and conv kernels; the
-    embedding lookup is not a MAC): the analogue of `tfbertopt.kernels.count_macs` for these students."""
+    embedding lookup is not a MAC): the analogue of `tfbertopt.kernels.count_macs` for these students. A siamese
+    student runs its encoder twice, once per sentence, each time over all `sequence_length` positions."""
     if not is_word_student(model):
         raise ValueError(f"student_macs counts LstmStudent/CnnStudent models, got {type(model).__name__}")
     macs = 0
     for layer in model.layers:
         kernels = [w for w in layer.weights if "kernel" in w.path and "embeddings" not in w.path]
         size = sum(int(keras.ops.size(w)) for w in kernels)
-        if isinstance(layer, (keras.layers.Bidirectional, keras.layers.Conv1D)) or layer.name == \
-                "embedding_projection":
+        if isinstance(layer, (keras.layers.Bidirectional, keras.layers.Conv1D)):
+            macs += (2 if model.siamese else 1) * sequence_length * size     # at every position, per sentence
+        elif layer.name == "embedding_projection":
             macs += sequence_length * size          # applied at every position
         elif isinstance(layer, keras.layers.Dense):
             macs += size                            # applied once, after pooling
