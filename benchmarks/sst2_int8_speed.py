@@ -9,11 +9,17 @@ then profiled per kernel with Linux perf through `tfbertopt.bench.profile`):
                          negative-id wrap before each embedding gather): tfbertopt's int8 until this benchmark
     ptq-int8             full-integer int8 traced in the integer form (`trace_form="integer"`, the default now:
                          MUL-based LayerNorm variance and plain gathers, `tfbertopt.export.integer_tracing`)
-    ptq-int8-float-attention  the same, with attention's BATCH_MATMULs and SOFTMAX left float (LiteRT has no
+    ptq-int8-matmul-one-scale  `export_litert(..., "int8-matmul", min_spread=None)`: int8 FULLY_CONNECTED and
+                         embedding gathers with calibrated ranges, everything else float, one scale per tensor
+    ptq-int8-matmul      the same with per-channel output scales on the matmuls whose output channels spread by
+                         more than 8x (`tfbertopt.export.channel_equalization`; the FFN outputs)
+    ptq-int8-float-attention  full integer with attention's BATCH_MATMULs and SOFTMAX left float (LiteRT has no
                          XNNPACK int8 kernel for an activation x activation BATCH_MATMUL; float has one), through
                          `MixedPrecision(..., trace_form="integer").quantize(denylisted_ops=...)`
 
-Calibration: 100 training examples (a seeded sample), as `export_litert` does by default.
+Calibration: 100 training examples (a seeded sample), as `export_litert` does by default. Every export whose
+softmax runs in float (float32, dynamic, int8-matmul) masks attention with an additive bias (`attention_masking=
+"auto"`), not Keras' two SELECTs per layer.
 
     python benchmarks/sst2_int8_speed.py --teacher runs/sst2-minilm-baseline/00_finetune/model.keras
 """
@@ -39,6 +45,8 @@ VARIANTS = [  # variant, tags, quantization, export options
     ("ptq-dynamic", ["ptq-dynamic"], "dynamic", {}),
     ("ptq-int8-keras-ops", ["ptq-int8"], "int8", {"trace_form": "keras"}),
     ("ptq-int8", ["ptq-int8"], "int8", {"trace_form": "integer"}),
+    ("ptq-int8-matmul-one-scale", ["ptq-int8", "mixed-precision"], "int8-matmul", {"min_spread": None}),
+    ("ptq-int8-matmul", ["ptq-int8", "mixed-precision", "equalized"], "int8-matmul", {"min_spread": 8.0}),
 ]
 
 
@@ -112,7 +120,7 @@ def main(argv=None) -> int:
         log(f"{variant}: export {quantization} {options} and verify on {len(dev)} dev examples")
         row = harness.measure_variant(teacher, variant, tags, None if variant == "baseline" else "baseline", dev,
                                       work, None, quantization=quantization, threads=(), features=features,
-                                      calibration=train if quantization == "int8" else None,
+                                      calibration=train if quantization.startswith("int8") else None,
                                       export_options=options)
         row["export_options"] = options
         rows.append(row)

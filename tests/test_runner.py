@@ -133,6 +133,20 @@ def test_qat_stage_then_int8_export(tmp_path):
     assert row["float_ops"] >= 0
 
 
+def test_int8_matmul_export_stage_is_verified_and_tagged(tmp_path):
+    recipe = dict(RECIPE, stages=[
+        {"finetune": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}},
+        {"export": {"quantization": ["int8-matmul"], "verify_examples": 32, "min_agreement": 0.9,
+                    "calibration_steps": 16}},
+        {"benchmark": {"latency_runs": 2, "threads": [1]}}])
+    out = tmp_path / "out"
+    run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
+    assert (out / "01_export" / "model_int8-matmul.tflite").exists()
+    row, = json.loads((out / "report.json").read_text())["rows"]
+    assert row["quantization"] == "int8-matmul" and row["verified"] is True
+    assert {"ptq-int8", "mixed-precision", "equalized"} <= set(row["tags"])
+
+
 def test_qat_stage_options_are_validated(tmp_path):
     from tfbertopt.recipe import RecipeError
 

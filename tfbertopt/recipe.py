@@ -156,7 +156,8 @@ STAGES = {
     "export": {
         "quantization": (["float32", "float16", "dynamic"], list,
                          "LiteRT variants: float32, float16, dynamic, int8 (full integer, calibrated on training "
-                         "examples; after a qat stage its ranges come from training), mixed (int8 with the most "
+                         "examples; after a qat stage its ranges come from training), int8-matmul (calibrated int8 "
+                         "matmuls with per-channel output scales, float elsewhere), mixed (int8 with the most "
                          "sensitive ops float, Q-BERT style)"),
         "calibration_steps": (100, int, "training examples that calibrate an int8 (or mixed) export"),
         "mixed_max_float_ops": (40, int, "mixed: Q-BERT-style budget, at most this many ops kept float (the most "
@@ -174,7 +175,7 @@ STAGES = {
         "threads": ([2, 1], list, "LiteRT thread counts to time"),
     },
 }
-QUANTIZATION_CHOICES = ("float32", "float16", "dynamic", "int8", "mixed")
+QUANTIZATION_CHOICES = ("float32", "float16", "dynamic", "int8", "int8-matmul", "mixed")
 TOP_LEVEL = {
     "name": (None, str, "recipe name (output folder name)"),
     "model": (None, str, "model source"),

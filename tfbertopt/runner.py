@@ -376,7 +376,8 @@ def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
         result, report = export_verified(
             run.model, os.path.join(stage_dir, f"model_{q}.tflite"), examples, q, seq, force=options["force"],
             features=features, keras_logits=keras_logits, max_logit_diff=options["max_logit_diff"],
-            min_agreement=options["min_agreement"], calibration=train if q in ("int8", "mixed") else None,
+            min_agreement=options["min_agreement"],
+            calibration=train if q in ("int8", "int8-matmul", "mixed") else None,
             calibration_steps=options["calibration_steps"], mixed_precision=None if q != "mixed" else {
                 "max_float_ops": options["mixed_max_float_ops"], "holdout": train,
                 "holdout_size": options["mixed_holdout"]})
@@ -389,7 +390,8 @@ def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
 
 
 VARIANT_TAGS = {"float32": ["baseline", "teacher", "finetune"], "float16": ["float16"], "dynamic": ["ptq-dynamic"],
-                "int8": ["ptq-int8"], "mixed": ["mixed-precision"]}
+                "int8": ["ptq-int8"], "int8-matmul": ["ptq-int8", "mixed-precision", "equalized"],
+                "mixed": ["mixed-precision"]}
 
 
 def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dict:

@@ -214,3 +214,22 @@ def test_older_modes_have_no_op_report_and_ignore_calibration(tiny_classifier, d
     train, _ = demo_data
     result = export_litert(tiny_classifier, tmp_path / "m.tflite", "dynamic", sequence_length=16, calibration=train)
     assert result.op_report is None and result.float_op_count is None
+
+
+def test_float_exports_mask_attention_with_one_add_not_selects(tiny_classifier, demo_data, tmp_path):
+    """Keras' Softmax(mask=) traces two SELECT_V2 per layer on the (heads, T, T) scores, which LiteRT runs outside
+    XNNPACK; the additive mask adds a bias instead and computes the same logits (padded dev sentences)."""
+    _, dev = demo_data
+    features = encode(dev.texts, tiny_classifier.preprocessor)
+    assert (features["padding_mask"] == 0).any()
+    keras_logits = predict_logits(tiny_classifier, features)
+    additive = export_litert(tiny_classifier, tmp_path / "a.tflite", "float32", sequence_length=16)
+    selects = export_litert(tiny_classifier, tmp_path / "k.tflite", "float32", sequence_length=16,
+                            attention_masking="keras")
+    assert additive.ops["SELECT_V2"] == 0 and selects.ops["SELECT_V2"] >= 4
+    assert additive.ops["SOFTMAX"] == selects.ops["SOFTMAX"] == 3
+    for path in (additive.path, selects.path):
+        np.testing.assert_allclose(run_litert(path, features), keras_logits, atol=1e-4)
+    with pytest.raises(ValueError, match=r"attention_masking must be one of \('auto', 'floor', 'additive'"):
+        export_litert(tiny_classifier, tmp_path / "x.tflite", "float32", sequence_length=16,
+                      attention_masking="select")

@@ -12,6 +12,12 @@ step of LiteRT's int8 softmax output (1/256), so it is exactly zero in the integ
 softmax stays float. The quantization-aware attention layer (`QuantizedMultiHeadAttention`) masks the same way with
 its trained range instead.
 
+`additive_masking()` is the float form, used by every export whose softmax runs in float (float32, float16,
+dynamic, int8-matmul): Keras' `Softmax(mask=)` selects twice per layer on the (heads, T, T) scores, once to mask
+and once to zero masked outputs, and LiteRT runs SELECT_V2 outside XNNPACK (4-10% of a MiniLM-L6 file's time,
+measured with `tfbertopt.bench.profile`). Adding `0` or `-1e9` from the (1, T, T) mask instead is one broadcast
+ADD that XNNPACK runs; masked keys still get exactly zero weight in float32.
+
 Example:
 
 >>> import numpy as np, keras
@@ -64,6 +70,31 @@ def quantization_friendly_masking(margin: float = DEFAULT_MARGIN):
             return original(self, attention_scores, attention_mask)
         attention_mask = broadcast_mask(self, attention_scores, attention_mask)
         return masked_softmax_with_floor(attention_scores, attention_mask, axis=-1, margin=margin)
+
+    cls._masked_softmax = _masked_softmax
+    try:
+        yield
+    finally:
+        cls._masked_softmax = original
+
+
+def additive_bias(mask, dtype="float32"):
+    """0 where `mask` is true, -1e9 where it is false: what to add to attention scores before the softmax."""
+    return (ops.cast(mask, dtype) - 1.0) * 1e9
+
+
+@contextlib.contextmanager
+def additive_masking():
+    """Within the block, every single-axis Keras `MultiHeadAttention` masks by adding `additive_bias(mask)`."""
+    cls = keras.layers.MultiHeadAttention
+    original = cls._masked_softmax
+
+    def _masked_softmax(self, attention_scores, attention_mask=None):
+        if attention_mask is None or len(self._attention_axes) != 1:
+            return original(self, attention_scores, attention_mask)
+        attention_mask = broadcast_mask(self, attention_scores, attention_mask)
+        scores = attention_scores + additive_bias(attention_mask, attention_scores.dtype)
+        return ops.softmax(scores, axis=-1)
 
     cls._masked_softmax = _masked_softmax
     try:

@@ -27,8 +27,13 @@ Quantizations:
   (`tfbertopt.export.integer_tracing`): Keras' own forms give int32 index arithmetic the int16 quantizer cannot range
   and an int16 SQUARED_DIFFERENCE the runtime cannot run. "int8" is traced the same way by default
   (`trace_form="integer"`): LiteRT runs int8 SQUARED_DIFFERENCE in a slow builtin kernel, SUB/MUL in XNNPACK.
+- "int8-matmul": static int8 where the MACs are, float elsewhere. Every FULLY_CONNECTED (and the embedding
+  gathers) is int8 with calibrated activation ranges; attention, softmax, GELU, LayerNorm and the residual sums
+  stay float. Matmuls with outlier output channels (BERT's FFN outputs) get per-channel output scales
+  (`tfbertopt.export.channel_equalization`), which int8's one scale per tensor cannot express. No attention-mask
+  floor is needed: the softmax input is float.
 
-"int8" and "16x8" need `calibration=`: a feature dict from `tfbertopt.data.pipeline.encode` or GLUE `Examples`
+"int8", "16x8" and "int8-matmul" need `calibration=`: a feature dict from `tfbertopt.data.pipeline.encode` or GLUE `Examples`
 (tokenized with the model's preprocessor), of which `calibration_steps` examples (100 by default) are fed one at a
 time, padded to `sequence_length` (see `tfbertopt.export.calibration`).
 
@@ -64,13 +69,15 @@ import keras
 import numpy as np
 
 from tfbertopt.data.pipeline import FEATURES, without_preprocessor
-from tfbertopt.export.attention_masking import quantization_friendly_masking
+from tfbertopt.export.attention_masking import additive_masking, quantization_friendly_masking
 from tfbertopt.export.integer_tracing import integer_friendly_ops
 
 logger = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "16x8")
-CALIBRATED = ("int8", "16x8")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "16x8", "int8-matmul")
+CALIBRATED = ("int8", "16x8", "int8-matmul")
+# "int8-matmul" quantizes these op kinds only (QUANTIZE/DEQUANTIZE are the conversions around them).
+MATMUL_INT8_OPS = ("FULLY_CONNECTED", "GATHER", "QUANTIZE", "DEQUANTIZE")
 
 
 class ExportError(RuntimeError):
@@ -139,10 +146,13 @@ def _convert(saved_model_dir, quantization, representative_dataset=None):
         converter.representative_dataset = representative_dataset
         # Inputs stay int32 token data and outputs float32 (the converter's defaults): the signature is unchanged.
         # 16x8: ops without an int16 kernel (the CAST of the padding mask) fall back to float builtins.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] if quantization == "int8" else [
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] if quantization != "16x8" else [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        # int8-matmul: calibrate the float graph, then quantize only the matmul op kinds.
+        converter._experimental_calibrate_only = quantization == "int8-matmul"  # noqa: SLF001
     try:
-        return converter.convert()
+        flatbuffer = converter.convert()
+        return flatbuffer if quantization != "int8-matmul" else quantize_op_kinds(flatbuffer, MATMUL_INT8_OPS)
     except Exception as e:  # the converter raises ConverterError with the unsupported ops in its text
         empty_range = re.search(r"Empty min/max for tensor (\S+)", str(e))
         if quantization == "16x8" and empty_range:
@@ -161,11 +171,20 @@ def _convert(saved_model_dir, quantization, representative_dataset=None):
         raise ExportError(f"LiteRT conversion failed: {e}") from e
 
 
+def quantize_op_kinds(calibrated: bytes, int8_ops=MATMUL_INT8_OPS) -> bytes:
+    """Quantizes a calibrated-only flatbuffer, leaving every op kind outside `int8_ops` float."""
+    from tensorflow.lite.python import convert
+
+    kinds = set(op_counts(calibrated))
+    return convert.mlir_quantize(calibrated, denylisted_ops=sorted(kinds - set(int8_ops)) or None)
+
+
 @contextlib.contextmanager
-def saved_model(model, sequence_length: int | None, quantization: str = "float32", attention_masking: str = "floor",
+def saved_model(model, sequence_length: int | None, quantization: str = "float32", attention_masking: str = "auto",
                 trace_form: str = "auto"):
     """A temporary SavedModel of `model`'s `serving_default` signature, traced in the graph form `quantization`
-    converts well: integer modes mask attention with a row-relative floor (`attention_masking`) and, with
+    converts well: attention masks with a row-relative floor in integer modes and with an additive bias where the
+    softmax runs in float ("auto"; or `attention_masking` "floor", "additive", "keras"), and, with
     `trace_form` "auto" or "integer", use plain embedding gathers and a MUL-based LayerNorm (`integer_tracing`;
     "keras" keeps Keras' forms, which 16x8 cannot run). Yields (folder, input names)."""
     import tensorflow as tf
@@ -177,8 +196,8 @@ def saved_model(model, sequence_length: int | None, quantization: str = "float32
         signature = [tf.TensorSpec(shape, tf.int32, name=name) for name in input_names]
         archive = keras.export.ExportArchive()
         archive.track(model)
-        floor = quantization in CALIBRATED and attention_masking == "floor"
-        masking = quantization_friendly_masking() if floor else contextlib.nullcontext()
+        masking = {"floor": quantization_friendly_masking, "additive": additive_masking,
+                   "keras": contextlib.nullcontext}[resolve_masking(attention_masking, quantization)]()
         integer = quantization == "16x8" or (quantization in CALIBRATED and trace_form in ("auto", "integer"))
         forms = integer_friendly_ops() if integer else contextlib.nullcontext()
         with masking, forms, tempfile.TemporaryDirectory() as tmp:
@@ -186,6 +205,18 @@ def saved_model(model, sequence_length: int | None, quantization: str = "float32
                                  input_signature=signature)
             archive.write_out(tmp, verbose=False)
             yield tmp, input_names
+
+
+MASKINGS = ("auto", "floor", "additive", "keras")
+
+
+def resolve_masking(attention_masking: str, quantization: str) -> str:
+    """The attention masking an export traces: "auto" is the floor where the softmax is integer, else additive."""
+    if attention_masking not in MASKINGS:
+        raise ValueError(f"attention_masking must be one of {MASKINGS}, got {attention_masking!r}")
+    if attention_masking == "auto":
+        return "floor" if quantization in ("int8", "16x8") else "additive"
+    return attention_masking
 
 
 def op_counts(path_or_bytes) -> collections.Counter:
@@ -204,8 +235,9 @@ def export_litert(
     sequence_length: int | None = 128,
     calibration=None,
     calibration_steps: int = 100,
-    attention_masking: str = "floor",
+    attention_masking: str = "auto",
     trace_form: str = "auto",
+    min_spread: float | None = 8.0,
 ) -> ExportResult:
     """Writes `model` as a .tflite file with builtin ops only.
 
@@ -217,11 +249,15 @@ def export_litert(
       sequence_length: fixed input length with batch 1, or None for dynamic (batch, length).
       calibration: for "int8"/"16x8": a feature dict from `encode` or GLUE `Examples` (ignored otherwise).
       calibration_steps: how many calibration examples to use (a seeded sample when there are more).
-      attention_masking: for "int8"/"16x8": "floor" (default) masks padded keys with a row-relative floor that
-        int8 can represent; "keras" keeps Keras' -1e9, which makes int8 attention uniform (for comparison only).
+      attention_masking: "auto" (default): "floor" for "int8"/"16x8", which masks padded keys with a row-relative
+        floor that int8 can represent, and "additive" elsewhere, which adds 0/-1e9 to the scores (one broadcast
+        ADD instead of Keras' two SELECTs, which run outside XNNPACK); "keras" keeps Keras' masking (in int8 its
+        -1e9 makes attention uniform: for comparison only). See `tfbertopt.export.attention_masking`.
       trace_form: for "int8": "auto"/"integer" (default) traces plain embedding gathers and a MUL-based LayerNorm,
         which LiteRT runs in XNNPACK; "keras" keeps Keras' ops (int8 SQUARED_DIFFERENCE, negative-id wrap), for
         comparison. "16x8" always uses the integer forms (it cannot run Keras').
+      min_spread: for "int8-matmul": matmuls whose output channel ranges spread by more than this (max / median)
+        get per-channel output scales (`channel_equalization`); None: none do.
 
     Raises:
       ExportError: a non-builtin (Flex/custom) op, or a failed conversion; the message names the ops.
@@ -231,14 +267,17 @@ def export_litert(
 
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization '{quantization}'; choose one of {QUANTIZATIONS}")
-    if attention_masking not in ("floor", "keras"):
-        raise ValueError(f"attention_masking must be 'floor' or 'keras', got {attention_masking!r}")
+    resolve_masking(attention_masking, quantization)
     if trace_form not in ("auto", "integer", "keras"):
         raise ValueError(f"trace_form must be 'auto', 'integer' or 'keras', got {trace_form!r}")
     if quantization in CALIBRATED and calibration is None:
         raise ValueError(f"quantization='{quantization}' needs a calibration set: pass calibration= a feature dict "
                          f"from tfbertopt.data.pipeline.encode or GLUE Examples (e.g. 100 training examples)")
-    from tfbertopt.quantization.qat import activation_ranges, uninitialized_quantizers
+    from tfbertopt.quantization.qat import activation_ranges, is_quantized, uninitialized_quantizers
+
+    if quantization == "int8-matmul" and is_quantized(model):
+        raise ValueError("quantization='int8-matmul' takes a float model; a quantization-aware trained model exports "
+                         "with quantization='int8', which keeps its trained ranges")
 
     empty = uninitialized_quantizers(model)
     if empty:
@@ -257,9 +296,19 @@ def export_litert(
             names = model_input_names(model)
         features = calibration_features(calibration, model, names, sequence_length, calibration_steps)
         representative = representative_dataset(features, names, sequence_length)
+    equalization = contextlib.nullcontext()
+    if quantization == "int8-matmul":
+        from tfbertopt.export.channel_equalization import equalization_scales, equalized_matmuls, matmul_ranges
+
+        with without_preprocessor(model):
+            scales = {} if min_spread is None else equalization_scales(model, matmul_ranges(model, features),
+                                                                       min_spread)
+        logger.info("int8-matmul: per-channel output scales for %d matmuls", len(scales))
+        equalization = equalized_matmuls(scales)
     elif calibration is not None:
         logger.info("calibration= is only used by %s; ignored for quantization='%s'", CALIBRATED, quantization)
-    with saved_model(model, sequence_length, quantization, attention_masking, trace_form) as (tmp, input_names):
+    with equalization, saved_model(model, sequence_length, quantization, attention_masking, trace_form) as (
+            tmp, input_names):
         flatbuffer = _convert(tmp, quantization, representative)
     ops = op_counts(flatbuffer)
     foreign = sorted(op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE"))
