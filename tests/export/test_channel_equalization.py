@@ -106,3 +106,28 @@ def test_int8_matmul_refuses_a_quantization_aware_model(tiny_classifier, demo_da
     with pytest.raises(ValueError, match="'int8-matmul' takes a float model"):
         export_litert(qat, tmp_path / "q.tflite", "int8-matmul", 16, calibration=train)
     assert not (tmp_path / "q.tflite").exists()
+
+
+def test_int8_matmul_exports_distilbert_and_factorized_models(tiny_classifier, demo_data, tmp_path):
+    """No segment ids (DistilBERT), and low-rank projections (which keep one scale) beside plain ones."""
+    import keras_hub
+
+    from tfbertopt.factorization import factorize, plan_factorization
+
+    train, _ = demo_data
+    factorized = factorize(tiny_classifier, plan_factorization(tiny_classifier, rank=8, layers=[0]))
+    features = encode(train.texts[:16], factorized.preprocessor)
+    ranges = matmul_ranges(factorized, features)
+    assert ranges and not any("layer_0/" in path for path in ranges)  # layer 0's projections are factorized
+    result = export_litert(factorized, tmp_path / "f_int8-matmul.tflite", "int8-matmul", 16, calibration=train,
+                           calibration_steps=16, min_spread=1.0)
+    assert np.abs(run_litert(result.path, features) - predict_logits(factorized, features)).mean() < 0.05
+    backbone = keras_hub.models.DistilBertBackbone(vocabulary_size=30, num_layers=1, num_heads=2, hidden_dim=8,
+                                                   intermediate_dim=16, max_sequence_length=16)
+    distil = keras_hub.models.DistilBertTextClassifier(backbone=backbone, num_classes=2, preprocessor=None)
+    tokens = {"token_ids": np.random.default_rng(0).integers(1, 30, (16, 8)).astype("int32"),
+              "padding_mask": np.ones((16, 8), "int32")}
+    result = export_litert(distil, tmp_path / "d_int8-matmul.tflite", "int8-matmul", 8, calibration=tokens,
+                           min_spread=1.0)
+    assert result.input_names == ("token_ids", "padding_mask")
+    assert result.op_report.counts["FULLY_CONNECTED"]["int8"] == result.ops["FULLY_CONNECTED"]

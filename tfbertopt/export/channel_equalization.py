@@ -49,6 +49,7 @@ from keras import ops
 from tfbertopt.kernels import ENCODER_DENSE_ROLES, find_kernels
 
 DEFAULT_MIN_SPREAD = 8.0
+_MATMULS = (keras.layers.Dense, keras.layers.EinsumDense)
 
 
 def channel_split(layer) -> tuple[int, int]:
@@ -76,7 +77,8 @@ def matmul_ranges(model, features: dict, batch_size: int = 8, roles=ENCODER_DENS
     refs = find_kernels(model, roles=roles)
     if not refs:
         raise ValueError(f"no encoder matmuls with roles {list(roles)} in {type(model).__name__}")
-    by_layer = {id(r.layer): r for r in refs}
+    # Factorized (low-rank) projections keep one scale per tensor: only plain Dense/EinsumDense kernels are ranged.
+    by_layer = {id(r.layer): r for r in refs if r.part is None and isinstance(r.layer, _MATMULS)}
     ranges: dict = {}
 
     def recording(original):
@@ -100,7 +102,7 @@ def matmul_ranges(model, features: dict, batch_size: int = 8, roles=ENCODER_DENS
 @contextlib.contextmanager
 def _matmul_calls(make):
     """Within the block, Dense and EinsumDense run `make(original_call)`."""
-    originals = {cls: cls.call for cls in (keras.layers.Dense, keras.layers.EinsumDense)}
+    originals = {cls: cls.call for cls in _MATMULS}
     for cls, original in originals.items():
         cls.call = make(original)
     try:
@@ -129,6 +131,8 @@ def equalization_scales(model, ranges: dict, min_spread: float = DEFAULT_MIN_SPR
     spread by more than `min_spread` (max / median); the others keep one scale."""
     if not min_spread >= 1.0:
         raise ValueError(f"min_spread must be >= 1 (max over median of the channel ranges), got {min_spread}")
+    if not ranges:
+        return {}
     refs = [r for r in find_kernels(model, roles=ENCODER_DENSE_ROLES) if r.path in ranges]
     if not refs:
         raise ValueError("ranges name none of this model's encoder matmuls: compute them with matmul_ranges(model)")
