@@ -268,7 +268,7 @@ def export_onnx(model, path: str, opset: int) -> tuple[str | None, list[dict]]:
             log(f"onnx: keras export failed: {short_error(e, 400)}")
             traceback.print_exc()
     log("onnx: tf2onnx on the serving SavedModel")
-    with saved_model(model, SEQ) as (tmp, _):
+    with saved_model(model, SEQ, attention_masking="keras") as (tmp, _):  # the graph its results were measured on
         cmd = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", tmp, "--signature_def", "serving_default",
                "--opset", str(opset), "--output", path]
         proc = subprocess.run(cmd, capture_output=True, text=True)

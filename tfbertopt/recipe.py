@@ -400,6 +400,9 @@ def parse_recipe(raw) -> dict:
     if "benchmark" in names and "export" not in names[: names.index("benchmark")]:
         raise RecipeError("stages: 'benchmark' measures exported models, so an 'export' stage must come before it")
     for i, (name, stage) in enumerate(zip(names, recipe["stages"])):
+        if name == "export" and "qat" in names[:i] and "int8-matmul" in stage[name]["quantization"]:
+            raise RecipeError(f"stages[{i}].export.quantization: 'int8-matmul' takes a float model, and the qat stage "
+                              f"before it makes a quantization-aware one; export it as 'int8' (its trained ranges)")
         teacher = stage[name].get("teacher", "") if name == "distill" else ""
         if teacher.startswith("stage:"):
             n = int(teacher[len("stage:"):])

@@ -233,3 +233,31 @@ def test_float_exports_mask_attention_with_one_add_not_selects(tiny_classifier, 
     with pytest.raises(ValueError, match=r"attention_masking must be one of \('auto', 'floor', 'additive'"):
         export_litert(tiny_classifier, tmp_path / "x.tflite", "float32", sequence_length=16,
                       attention_masking="select")
+
+
+def test_masking_reaches_attention_without_dropout(demo_data, tmp_path):
+    """Keras sends layers without attention dropout through its fused dot_product_attention, which masks with its
+    own SELECT and never calls _masked_softmax: both export maskings must still apply (and agree with Keras)."""
+    from tfbertopt.data.demo import demo_vocabulary
+    from tfbertopt.models import tiny_bert_classifier
+
+    train, dev = demo_data
+    clf = tiny_bert_classifier(demo_vocabulary(), num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
+                               sequence_length=16, dropout=0.0)
+    features = encode(dev.texts, clf.preprocessor)
+    float_file = export_litert(clf, tmp_path / "f.tflite", "float32", sequence_length=16)
+    assert float_file.ops["SELECT_V2"] == 0
+    np.testing.assert_allclose(run_litert(float_file.path, features), predict_logits(clf, features), atol=1e-4)
+    int8 = export_litert(clf, tmp_path / "q_int8.tflite", "int8", sequence_length=16, calibration=train,
+                         calibration_steps=16)
+    assert int8.ops["REDUCE_MIN"] >= 1  # the row-relative floor is in the graph
+    with pytest.raises(ValueError, match="'additive' puts -1e9 into the integer softmax input"):
+        export_litert(clf, tmp_path / "x.tflite", "int8", sequence_length=16, calibration=train,
+                      attention_masking="additive")
+
+
+def test_additive_bias_is_finite_in_float16():
+    from tfbertopt.export.attention_masking import additive_bias
+
+    bias = np.asarray(additive_bias(np.array([True, True, False]), "float16"))
+    assert bias.dtype == np.float16 and np.isfinite(bias).all() and bias[0] == 0 and bias[2] <= -1e4

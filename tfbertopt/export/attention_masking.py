@@ -12,8 +12,8 @@ step of LiteRT's int8 softmax output (1/256), so it is exactly zero in the integ
 softmax stays float. The quantization-aware attention layer (`QuantizedMultiHeadAttention`) masks the same way with
 its trained range instead.
 
-`additive_masking()` is the float form, used by every export whose softmax runs in float (float32, float16,
-dynamic, int8-matmul): Keras' `Softmax(mask=)` selects twice per layer on the (heads, T, T) scores, once to mask
+`additive_masking()` is the float form, used by the exports whose softmax runs in float (float32, float16,
+dynamic, int8-matmul; Q-BERT-style "mixed" files keep the floor, since their softmax may be int8): Keras' `Softmax(mask=)` selects twice per layer on the (heads, T, T) scores, once to mask
 and once to zero masked outputs, and LiteRT runs SELECT_V2 outside XNNPACK (4-10% of a MiniLM-L6 file's time,
 measured with `tfbertopt.bench.profile`). Adding `0` or `-1e9` from the (1, T, T) mask instead is one broadcast
 ADD that XNNPACK runs; masked keys still get exactly zero weight in float32.
@@ -60,44 +60,48 @@ def masked_softmax_with_floor(scores, mask, axis=-1, margin: float = DEFAULT_MAR
 
 
 @contextlib.contextmanager
-def quantization_friendly_masking(margin: float = DEFAULT_MARGIN):
-    """Within the block, every Keras `MultiHeadAttention` (keras-hub's included) masks with a row-relative floor."""
+def _masking(masked_softmax):
+    """Within the block, single-axis Keras `MultiHeadAttention` layers mask with `masked_softmax(scores, mask)`.
+
+    Keras skips `_masked_softmax` for layers without attention dropout (it calls the fused
+    `ops.dot_product_attention`, which masks with its own SELECT), so the block also routes those through the
+    explicit path, which computes the same attention.
+    """
     cls = keras.layers.MultiHeadAttention
-    original = cls._masked_softmax
+    original_softmax, original_attention = cls._masked_softmax, cls._compute_attention
 
     def _masked_softmax(self, attention_scores, attention_mask=None):
         if attention_mask is None or len(self._attention_axes) != 1:   # multi-axis attention: Keras' own masking
-            return original(self, attention_scores, attention_mask)
-        attention_mask = broadcast_mask(self, attention_scores, attention_mask)
-        return masked_softmax_with_floor(attention_scores, attention_mask, axis=-1, margin=margin)
+            return original_softmax(self, attention_scores, attention_mask)
+        return masked_softmax(attention_scores, broadcast_mask(self, attention_scores, attention_mask))
 
-    cls._masked_softmax = _masked_softmax
+    def _compute_attention(self, query, key, value, attention_mask=None, training=None,
+                           return_attention_scores=False, **kwargs):
+        if getattr(self, "_flash_attention", False):
+            return original_attention(self, query, key, value, attention_mask, training, return_attention_scores,
+                                      **kwargs)
+        output, scores = original_attention(self, query, key, value, attention_mask, training, True, **kwargs)
+        return output, scores if return_attention_scores else None
+
+    cls._masked_softmax, cls._compute_attention = _masked_softmax, _compute_attention
     try:
         yield
     finally:
-        cls._masked_softmax = original
+        cls._masked_softmax, cls._compute_attention = original_softmax, original_attention
+
+
+def quantization_friendly_masking(margin: float = DEFAULT_MARGIN):
+    """Within the block, every Keras `MultiHeadAttention` (keras-hub's included) masks with a row-relative floor."""
+    return _masking(lambda scores, mask: masked_softmax_with_floor(scores, mask, axis=-1, margin=margin))
 
 
 def additive_bias(mask, dtype="float32"):
-    """0 where `mask` is true, -1e9 where it is false: what to add to attention scores before the softmax."""
-    return (ops.cast(mask, dtype) - 1.0) * 1e9
+    """0 where `mask` is true and a large negative number where it is false (-1e9; -3e4 in float16, whose range
+    ends at 65504): what to add to attention scores before the softmax."""
+    big = 3e4 if keras.backend.standardize_dtype(dtype) == "float16" else 1e9
+    return ops.cast((ops.cast(mask, "float32") - 1.0) * big, dtype)
 
 
-@contextlib.contextmanager
 def additive_masking():
     """Within the block, every single-axis Keras `MultiHeadAttention` masks by adding `additive_bias(mask)`."""
-    cls = keras.layers.MultiHeadAttention
-    original = cls._masked_softmax
-
-    def _masked_softmax(self, attention_scores, attention_mask=None):
-        if attention_mask is None or len(self._attention_axes) != 1:
-            return original(self, attention_scores, attention_mask)
-        attention_mask = broadcast_mask(self, attention_scores, attention_mask)
-        scores = attention_scores + additive_bias(attention_mask, attention_scores.dtype)
-        return ops.softmax(scores, axis=-1)
-
-    cls._masked_softmax = _masked_softmax
-    try:
-        yield
-    finally:
-        cls._masked_softmax = original
+    return _masking(lambda scores, mask: ops.softmax(scores + additive_bias(mask, scores.dtype), axis=-1))

@@ -73,7 +73,7 @@ def _linear(layer, inputs, kernel, bias):
 
 def matmul_ranges(model, features: dict, batch_size: int = 8, roles=ENCODER_DENSE_ROLES) -> dict:
     """{kernel path: |max| per output channel (before the activation)} of the encoder matmuls over `features` (a
-    feature dict at the export length: padded positions count, as they do in the exported graph)."""
+    feature dict; at a fixed export length, padded to it: padded positions count, as they do in that graph)."""
     refs = find_kernels(model, roles=roles)
     if not refs:
         raise ValueError(f"no encoder matmuls with roles {list(roles)} in {type(model).__name__}")

@@ -92,7 +92,7 @@ class ExportResult:
     ops: collections.Counter
     sequence_length: int | None
     input_names: tuple
-    op_report: object | None = None  # tfbertopt.export.op_report.OpReport, for "int8" and "16x8"
+    op_report: object | None = None  # tfbertopt.export.op_report.OpReport, for the calibrated modes
 
     @property
     def size_mb(self) -> float:
@@ -100,7 +100,8 @@ class ExportResult:
 
     @property
     def float_op_count(self) -> int | None:
-        """Ops left in float in a full-integer export (None for the other modes)."""
+        """Ops left in float in a calibrated export (None for the other modes; int8-matmul keeps most ops float
+        by design)."""
         return None if self.op_report is None else self.op_report.float_op_count
 
 
@@ -214,8 +215,13 @@ def resolve_masking(attention_masking: str, quantization: str) -> str:
     """The attention masking an export traces: "auto" is the floor where the softmax is integer, else additive."""
     if attention_masking not in MASKINGS:
         raise ValueError(f"attention_masking must be one of {MASKINGS}, got {attention_masking!r}")
+    integer_softmax = quantization in ("int8", "16x8")
     if attention_masking == "auto":
-        return "floor" if quantization in ("int8", "16x8") else "additive"
+        return "floor" if integer_softmax else "additive"
+    if attention_masking == "additive" and integer_softmax:
+        raise ValueError(f"attention_masking='additive' puts -1e9 into the integer softmax input of a "
+                         f"quantization='{quantization}' export, whose one int8 scale then makes every attention head "
+                         f"uniform; use 'floor' (the default there)")
     return attention_masking
 
 
@@ -247,13 +253,15 @@ def export_litert(
       quantization: "float32", "float16" (weights in fp16), "dynamic" (dynamic-range int8 weights), "int8"
         (full integer, calibrated) or "16x8" (int16 activations, int8 weights, calibrated).
       sequence_length: fixed input length with batch 1, or None for dynamic (batch, length).
-      calibration: for "int8"/"16x8": a feature dict from `encode` or GLUE `Examples` (ignored otherwise).
+      calibration: for "int8"/"16x8"/"int8-matmul": a feature dict from `encode` or GLUE `Examples` (ignored
+        otherwise).
       calibration_steps: how many calibration examples to use (a seeded sample when there are more).
       attention_masking: "auto" (default): "floor" for "int8"/"16x8", which masks padded keys with a row-relative
         floor that int8 can represent, and "additive" elsewhere, which adds 0/-1e9 to the scores (one broadcast
-        ADD instead of Keras' two SELECTs, which run outside XNNPACK); "keras" keeps Keras' masking (in int8 its
-        -1e9 makes attention uniform: for comparison only). See `tfbertopt.export.attention_masking`.
-      trace_form: for "int8": "auto"/"integer" (default) traces plain embedding gathers and a MUL-based LayerNorm,
+        ADD instead of Keras' two SELECTs, which run outside XNNPACK; refused for "int8"/"16x8"); "floor" also
+        applies to float modes when asked for; "keras" keeps Keras' masking (in int8 its -1e9 makes attention
+        uniform: for comparison only). See `tfbertopt.export.attention_masking`.
+      trace_form: for "int8" and "int8-matmul": "auto"/"integer" (default) traces plain embedding gathers and a MUL-based LayerNorm,
         which LiteRT runs in XNNPACK; "keras" keeps Keras' ops (int8 SQUARED_DIFFERENCE, negative-id wrap), for
         comparison. "16x8" always uses the integer forms (it cannot run Keras').
       min_spread: for "int8-matmul": matmuls whose output channel ranges spread by more than this (max / median)

@@ -259,7 +259,8 @@ class MixedPrecision:
       granularity: how nodes are grouped: "layer_kind" (e.g. layer_3/softmax), "kind" (all softmaxes together),
         "layer" (whole encoder blocks) or "node" (each op).
       num_threads: interpreter threads for the held-out evaluations.
-      attention_masking: as `export_litert`: "floor" (int8-safe, default) or "keras" (-1e9, for comparison).
+      attention_masking: as `export_litert`: "floor" (int8-safe, default) or "keras" (-1e9, for comparison);
+        "additive" is refused (its -1e9 bias would reach an int8 softmax).
       trace_form: as `export_litert`: "keras" (default here: the graph whose op groups `classify_tensor` names)
         or "integer" (MUL-based LayerNorm, plain gathers: faster int8, for op-kind denylists such as
         `quantize(denylisted_ops=["BATCH_MATMUL", "SOFTMAX"])`).
