@@ -34,7 +34,7 @@ def export_verified(model, path, examples, quantization: str = "float32", sequen
     """Exports, verifies against Keras on `examples`, and writes the file only if it passed (or `force`).
 
     Returns (ExportResult, VerificationReport). `calibration` / `calibration_steps`: as `export_litert` (needed by
-    "int8", "16x8" and "mixed"). `quantization="mixed"`: Q-BERT-style mixed precision
+    "int8", "16x8", "int8-matmul" and "mixed"). `quantization="mixed"`: Q-BERT-style mixed precision
     (`tfbertopt.export.mixed_precision.export_mixed_precision`) with `mixed_precision` = its keyword arguments
     (a budget such as `max_float_ops`, and `holdout` examples to select on; never the verification examples).
     `tolerances`: `max_logit_diff`, `min_agreement`.
