@@ -99,8 +99,6 @@ def test_shipped_recipes_are_valid():
 def test_int8_matmul_after_a_qat_stage_is_refused_when_the_recipe_loads(tmp_path):
     import yaml
 
-    from tfbertopt.recipe import RecipeError, load_recipe
-
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({"name": "r", "model": "demo", "task": "sst2", "stages": [
         {"qat": {"max_steps": 1}}, {"export": {"quantization": ["int8", "int8-matmul"]}}]}))

@@ -363,6 +363,7 @@ def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
     """Writes each LiteRT variant only after it agrees with the Keras model on dev data (see export_verified)."""
     import dataclasses
 
+    from tfbertopt.export.litert import CALIBRATED
     from tfbertopt.export.verified import export_verified
     from tfbertopt.train import predict_logits
 
@@ -377,7 +378,7 @@ def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
             run.model, os.path.join(stage_dir, f"model_{q}.tflite"), examples, q, seq, force=options["force"],
             features=features, keras_logits=keras_logits, max_logit_diff=options["max_logit_diff"],
             min_agreement=options["min_agreement"],
-            calibration=train if q in ("int8", "int8-matmul", "mixed") else None,
+            calibration=train if q in CALIBRATED or q == "mixed" else None,
             calibration_steps=options["calibration_steps"], mixed_precision=None if q != "mixed" else {
                 "max_float_ops": options["mixed_max_float_ops"], "holdout": train,
                 "holdout_size": options["mixed_holdout"]})

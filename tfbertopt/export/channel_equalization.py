@@ -84,12 +84,14 @@ def matmul_ranges(model, features: dict, batch_size: int = 8, roles=ENCODER_DENS
     def recording(original):
         def call(self, inputs, training=None):
             ref = by_layer.get(id(self))
-            if ref is not None:
-                _, n_out = channel_split(self)
-                y = np.abs(np.asarray(_linear(self, inputs, self.kernel, self.bias)))
-                seen = y.reshape(-1, *y.shape[y.ndim - n_out:]).max(0)
-                ranges[ref.path] = np.maximum(ranges[ref.path], seen) if ref.path in ranges else seen
-            return original(self, inputs, training)
+            if ref is None:
+                return original(self, inputs, training)
+            y = _linear(self, inputs, self.kernel, self.bias)   # the pre-activation output, computed once
+            _, n_out = channel_split(self)
+            magnitude = np.abs(np.asarray(y))
+            seen = magnitude.reshape(-1, *magnitude.shape[magnitude.ndim - n_out:]).max(0)
+            ranges[ref.path] = np.maximum(ranges[ref.path], seen) if ref.path in ranges else seen
+            return y if self.activation is None else self.activation(y)
         return call
 
     n = len(next(iter(features.values())))

@@ -76,6 +76,7 @@ logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "16x8", "int8-matmul")
 CALIBRATED = ("int8", "16x8", "int8-matmul")
+FULL_INTEGER = ("int8", "16x8")   # the calibrated modes whose softmax (and so its input's mask) is integer
 # "int8-matmul" quantizes these op kinds only (QUANTIZE/DEQUANTIZE are the conversions around them).
 MATMUL_INT8_OPS = ("FULLY_CONNECTED", "GATHER", "QUANTIZE", "DEQUANTIZE")
 
@@ -130,7 +131,9 @@ def _serving_function(model, input_names, num_classes):
     return serve
 
 
-def _convert(saved_model_dir, quantization, representative_dataset=None):
+def _convert(saved_model_dir, quantization, representative_dataset=None, calibrate_only: bool = False):
+    """The flatbuffer of `quantization`; with `calibrate_only` (a calibrated mode), the float graph with its
+    calibrated ranges, to be quantized later (as int8-matmul and `MixedPrecision` do)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
@@ -150,10 +153,12 @@ def _convert(saved_model_dir, quantization, representative_dataset=None):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] if quantization != "16x8" else [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
         # int8-matmul: calibrate the float graph, then quantize only the matmul op kinds.
-        converter._experimental_calibrate_only = quantization == "int8-matmul"  # noqa: SLF001
+        converter._experimental_calibrate_only = calibrate_only or quantization == "int8-matmul"  # noqa: SLF001
     try:
         flatbuffer = converter.convert()
-        return flatbuffer if quantization != "int8-matmul" else quantize_op_kinds(flatbuffer, MATMUL_INT8_OPS)
+        if quantization == "int8-matmul" and not calibrate_only:
+            return quantize_op_kinds(flatbuffer, MATMUL_INT8_OPS)
+        return flatbuffer
     except Exception as e:  # the converter raises ConverterError with the unsupported ops in its text
         empty_range = re.search(r"Empty min/max for tensor (\S+)", str(e))
         if quantization == "16x8" and empty_range:
@@ -215,7 +220,7 @@ def resolve_masking(attention_masking: str, quantization: str) -> str:
     """The attention masking an export traces: "auto" is the floor where the softmax is integer, else additive."""
     if attention_masking not in MASKINGS:
         raise ValueError(f"attention_masking must be one of {MASKINGS}, got {attention_masking!r}")
-    integer_softmax = quantization in ("int8", "16x8")
+    integer_softmax = quantization in FULL_INTEGER
     if attention_masking == "auto":
         return "floor" if integer_softmax else "additive"
     if attention_masking == "additive" and integer_softmax:

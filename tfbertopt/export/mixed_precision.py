@@ -269,11 +269,9 @@ class MixedPrecision:
     def __init__(self, model, calibration, sequence_length: int = 128, calibration_steps: int = 100,
                  holdout=None, holdout_size: int = 200, granularity: str = "layer_kind", num_threads: int = 2,
                  attention_masking: str = "floor", trace_form: str = "keras"):
-        import tensorflow as tf
-
         from tfbertopt.data.pipeline import without_preprocessor
         from tfbertopt.export.calibration import calibration_features, representative_dataset
-        from tfbertopt.export.litert import model_input_names, saved_model
+        from tfbertopt.export.litert import ExportError, _convert, model_input_names, saved_model
         from tfbertopt.train import predict_logits
 
         if granularity not in GRANULARITIES:
@@ -299,18 +297,13 @@ class MixedPrecision:
         self.reference_logits = predict_logits(model, self.holdout)
         # Traced with the int8-safe attention mask (unless attention_masking="keras") and, by default, Keras' own
         # LayerNorm and embedding ops (trace_form="keras"), the graph whose op groups `classify_tensor` names.
+        # What QuantizationDebugger does: stop after calibration; quantize later, as often as needed.
         with saved_model(model, sequence_length, "int8", attention_masking, trace_form=trace_form) as (tmp, _):
-            converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serving_default"])
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative_dataset(self.calibration, names, sequence_length)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            # What QuantizationDebugger does: stop after calibration; quantize later, as often as needed.
-            converter._experimental_calibrate_only = True  # noqa: SLF001
             try:
-                self.calibrated_model = converter.convert()
-            except Exception as e:  # noqa: BLE001
-                from tfbertopt.export.litert import ExportError
-
+                self.calibrated_model = _convert(tmp, "int8", representative_dataset(self.calibration, names,
+                                                                                     sequence_length),
+                                                 calibrate_only=True)
+            except ExportError as e:
                 raise ExportError(f"calibration for mixed precision failed: {e}") from e
         self.nodes = self._candidates()
         self._cache: dict = {}
