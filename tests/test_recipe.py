@@ -102,5 +102,17 @@ def test_int8_matmul_after_a_qat_stage_is_refused_when_the_recipe_loads(tmp_path
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({"name": "r", "model": "demo", "task": "sst2", "stages": [
         {"qat": {"max_steps": 1}}, {"export": {"quantization": ["int8", "int8-matmul"]}}]}))
-    with pytest.raises(RecipeError, match=r"stages\[1\].export.quantization: 'int8-matmul' takes a float model"):
+    with pytest.raises(RecipeError, match=r"stages\[1\].export.quantization: 'int8-matmul' does not run what the "
+                                          r"qat stage before it trained \(target 'int8'\)"):
         load_recipe(path)
+    path.write_text(yaml.safe_dump({"name": "r", "model": "demo", "task": "sst2", "stages": [
+        {"qat": {"target": "int8-matmul"}}, {"export": {"quantization": ["dynamic", "int8"]}}]}))
+    with pytest.raises(RecipeError, match=r"'int8' does not run what .* \(target 'int8-matmul'\)"):
+        load_recipe(path)
+    path.write_text(yaml.safe_dump({"name": "r", "model": "demo", "task": "sst2", "stages": [
+        {"qat": {"target": "int4"}}]}))
+    with pytest.raises(RecipeError, match=r"stages\[0\].qat.target: unknown 'int4'"):
+        load_recipe(path)
+    path.write_text(yaml.safe_dump({"name": "r", "model": "demo", "task": "sst2", "stages": [
+        {"qat": {"target": "int8-matmul"}}, {"export": {"quantization": ["int8-matmul"]}}]}))
+    assert load_recipe(path)["stages"][0]["qat"]["points"] is None    # the target's points

@@ -147,6 +147,22 @@ def test_int8_matmul_export_stage_is_verified_and_tagged(tmp_path):
     assert {"ptq-int8", "mixed-precision", "equalized"} <= set(row["tags"])
 
 
+def test_qat_for_the_int8_matmul_graph_then_its_export(tmp_path):
+    from tfbertopt.quantization import quantization_config
+    from tfbertopt.saving import load_model
+
+    recipe = dict(RECIPE, stages=[
+        {"finetune": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}},
+        {"qat": {"target": "int8-matmul", "max_steps": 3, "calibration_steps": 16}},
+        {"export": {"quantization": ["int8-matmul"], "verify_examples": 32, "min_agreement": 0.9,
+                    "calibration_steps": 16}}])
+    out = tmp_path / "out"
+    run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
+    config = quantization_config(load_model(str(out / "01_qat" / "model.keras")))
+    assert config.matmul_only and config.output_channel_spread == 8.0
+    assert (out / "02_export" / "model_int8-matmul.tflite").exists()
+
+
 def test_qat_stage_options_are_validated(tmp_path):
     from tfbertopt.recipe import RecipeError
 

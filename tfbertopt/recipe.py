@@ -141,9 +141,11 @@ STAGES = {
         "cache_max_bytes": (1_000_000_000, int, "refuse a teacher cache larger than this"),
     },
     "qat": {
-        "points": (["embeddings", "linear", "attention", "gelu", "residual", "layer_norm"], list,
-                   "activations that carry an int8 fake-quant (see tfbertopt.quantization.QuantizationConfig; "
-                   "layer_norm_internals is also available)"),
+        "target": ("int8", str, "the LiteRT graph trained for (and the export it takes): int8 (full integer) or "
+                                "int8-matmul (int8 matmuls with per-channel output scales where the channels "
+                                "spread, float elsewhere)"),
+        "points": (None, list, "activations that carry an int8 fake-quant (see "
+                               "tfbertopt.quantization.QuantizationConfig); default: the target's"),
         "symmetric_activations": (False, bool, "symmetric activation ranges (Q8BERT) instead of LiteRT's asymmetric"),
         "ema_decay": (0.99, float, "decay of the moving averages of activation min/max"),
         "calibration_steps": (100, int, "training examples whose min/max start the activation ranges"),
@@ -195,6 +197,7 @@ DATA = {
     "demo_train_examples": (1024, int, "size of the synthetic demo training set"),
 }
 REQUIRED = ("name", "model", "task", "stages")
+QAT_TARGETS = ("int8", "int8-matmul")
 TRAINING_STAGES = ("finetune", "prune", "structured_prune", "layerdrop", "factorize", "distill", "qat")
 MODEL_STAGES = TRAINING_STAGES      # stages that save a model (a distill teacher may be "stage:N" of these)
 DISTILL_STUDENTS = ("every_other", "bilstm", "cnn", "previous")
@@ -267,8 +270,10 @@ def _parse_stage(i: int, stage) -> dict:
     if name == "qat":
         from tfbertopt.quantization.config import POINTS
 
-        unknown = [p for p in options["points"] if p not in POINTS]
-        if unknown or not options["points"]:
+        if options["target"] not in QAT_TARGETS:
+            raise RecipeError(f"{path}.qat.target: unknown '{options['target']}'; choose from {list(QAT_TARGETS)}")
+        unknown = [p for p in options["points"] or POINTS if p not in POINTS]
+        if unknown or options["points"] == []:
             raise RecipeError(f"{path}.qat.points: unknown {unknown or 'empty list'}; choose from {list(POINTS)}")
         if not 0.0 <= options["ema_decay"] < 1.0:
             raise RecipeError(f"{path}.qat.ema_decay: must be in [0, 1), got {options['ema_decay']}")
@@ -400,9 +405,13 @@ def parse_recipe(raw) -> dict:
     if "benchmark" in names and "export" not in names[: names.index("benchmark")]:
         raise RecipeError("stages: 'benchmark' measures exported models, so an 'export' stage must come before it")
     for i, (name, stage) in enumerate(zip(names, recipe["stages"])):
-        if name == "export" and "qat" in names[:i] and "int8-matmul" in stage[name]["quantization"]:
-            raise RecipeError(f"stages[{i}].export.quantization: 'int8-matmul' takes a float model, and the qat stage "
-                              f"before it makes a quantization-aware one; export it as 'int8' (its trained ranges)")
+        if name == "export" and "qat" in names[:i]:
+            target = recipe["stages"][max(j for j in range(i) if names[j] == "qat")]["qat"]["target"]
+            other = {"int8": "int8-matmul", "int8-matmul": "int8"}[target]
+            if other in stage[name]["quantization"]:
+                raise RecipeError(f"stages[{i}].export.quantization: '{other}' does not run what the qat stage "
+                                  f"before it trained (target '{target}'); export it as '{target}' (its trained "
+                                  f"ranges), or set that stage's target: {other}")
         teacher = stage[name].get("teacher", "") if name == "distill" else ""
         if teacher.startswith("stage:"):
             n = int(teacher[len("stage:"):])

@@ -345,10 +345,13 @@ def _stage_qat(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
     from tfbertopt.quantization import QuantizationConfig, activation_ranges, quantize_model
     from tfbertopt.train import finetune
 
-    config = QuantizationConfig(points=tuple(options["points"]), ema_decay=options["ema_decay"],
-                                symmetric_activations=options["symmetric_activations"])
-    say(f"qat: int8 fake-quant at {', '.join(config.points)}; ranges from {options['calibration_steps']} "
-        f"training examples")
+    import dataclasses
+
+    config = QuantizationConfig.for_export(options["target"])
+    config = dataclasses.replace(config, points=tuple(options["points"] or config.points),
+                                 ema_decay=options["ema_decay"], symmetric_activations=options["symmetric_activations"])
+    say(f"qat for the {options['target']} graph: int8 fake-quant at {', '.join(config.points)}; ranges from "
+        f"{options['calibration_steps']} training examples")
     teacher = run.model
     run.model = quantize_model(run.model, config, calibration=train, calibration_steps=options["calibration_steps"])
     history = finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],

@@ -151,7 +151,7 @@ def equalization_scales(model, ranges: dict, min_spread: float = DEFAULT_MIN_SPR
     return scales
 
 
-def _rescaled(y, t):
+def rescaled(y, t):
     """`y * t` over the trailing channel dims, through a RESHAPE: when a MUL reads a FULLY_CONNECTED's output
     directly, LiteRT's quantizer gives the FULLY_CONNECTED output the MUL's range (measured, TF 2.21), which would
     undo the equalization; the RESHAPE in between keeps the two ranges apart."""
@@ -179,6 +179,15 @@ class _RuntimeOne:
         return self.value
 
 
+_SHARED_ONE = _RuntimeOne()
+
+
+def runtime_one(inputs):
+    """1.0, computed from `inputs` at run time while a graph is traced (so the converter cannot fold what it
+    multiplies), the Python 1.0 otherwise. One per graph, shared by the callers (`QuantizedEinsumDense`)."""
+    return _SHARED_ONE(inputs)
+
+
 def _current_graph():
     import tensorflow as tf
 
@@ -190,14 +199,14 @@ def equalized_matmuls(scales: dict):
     """Within the block, the matmuls of `scales` compute `(x @ W' + b') * t` (the same function)."""
     one = _RuntimeOne()
 
-    def rescaled(original):
+    def rescaling(original):
         def call(self, inputs, training=None):
             sc = scales.get(id(self))
             if sc is None:
                 return original(self, inputs, training)
-            y = _rescaled(_linear(self, inputs, sc.kernel, sc.bias), sc.t * one(inputs))
+            y = rescaled(_linear(self, inputs, sc.kernel, sc.bias), sc.t * one(inputs))
             return y if self.activation is None else self.activation(y)
         return call
 
-    with _matmul_calls(rescaled):
+    with _matmul_calls(rescaling):
         yield

@@ -286,11 +286,15 @@ def export_litert(
     if quantization in CALIBRATED and calibration is None:
         raise ValueError(f"quantization='{quantization}' needs a calibration set: pass calibration= a feature dict "
                          f"from tfbertopt.data.pipeline.encode or GLUE Examples (e.g. 100 training examples)")
-    from tfbertopt.quantization.qat import activation_ranges, is_quantized, uninitialized_quantizers
+    from tfbertopt.quantization.qat import activation_ranges, quantization_config, uninitialized_quantizers
 
-    if quantization == "int8-matmul" and is_quantized(model):
-        raise ValueError("quantization='int8-matmul' takes a float model; a quantization-aware trained model exports "
-                         "with quantization='int8', which keeps its trained ranges")
+    trained = quantization_config(model)
+    if trained is not None and quantization in ("int8", "int8-matmul") and \
+            trained.matmul_only != (quantization == "int8-matmul"):
+        wanted = "int8-matmul" if trained.matmul_only else "int8"
+        raise ValueError(f"this quantization-aware model was trained for the {wanted!r} graph (fake-quant points "
+                         f"{list(trained.points)}); export it with quantization='{wanted}', which keeps its trained "
+                         f"ranges, or train it with QuantizationConfig.for_export('{quantization}')")
 
     empty = uninitialized_quantizers(model)
     if empty:
@@ -310,7 +314,11 @@ def export_litert(
         features = calibration_features(calibration, model, names, sequence_length, calibration_steps)
         representative = representative_dataset(features, names, sequence_length)
     equalization = contextlib.nullcontext()
-    if quantization == "int8-matmul":
+    if quantization == "int8-matmul" and trained is not None:
+        # Trained ranges and output scales are in the graph (fake-quant ops, `output_scale`); the calibration set
+        # only ranges what training did not: the int8 embedding tables' lookups and the classifier's logits.
+        logger.info("int8-matmul: quantization-aware model, %d trained activation ranges", len(activation_ranges(model)))
+    elif quantization == "int8-matmul":
         from tfbertopt.export.channel_equalization import equalization_scales, equalized_matmuls, matmul_ranges
 
         with without_preprocessor(model):

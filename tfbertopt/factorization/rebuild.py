@@ -33,9 +33,10 @@ def as_pruned_bert(model):
 
 
 def _is_quantizer_state(path: str) -> bool:
-    """A variable of an `ActivationQuantizer` (its learned range), which a float source does not have."""
+    """A variable of an `ActivationQuantizer` (its learned range) or a projection's `output_scale`, which a float
+    source does not have."""
     parts = path.split("/")
-    return len(parts) >= 2 and parts[-2].endswith("quantizer")
+    return (len(parts) >= 2 and parts[-2].endswith("quantizer")) or parts[-1] == "output_scale"
 
 
 def rebuild(model, layer_specs=None, embedding_dim=_KEEP, values: dict | None = None, quantization=_KEEP):

@@ -100,6 +100,8 @@ class PrunedBertBackbone(Backbone):
             self.pooled_dense = QuantizedEinsumDense("ab,bc->ac", (hidden_dim,), bias_axes="c", activation="tanh",
                                                      weight_bits=quantization.weight_bits,
                                                      pre_activation_quantizer=linear, output_quantizer=linear,
+                                                     input_quantizer=quantization.quantizer_for("matmul_inputs"),
+                                                     float_activation=quantization.matmul_only,
                                                      kernel_initializer=init, dtype=dtype, name="pooled_dense")
         self.embeddings_quantizers = [
             ActivationQuantizer(**quantization.activation_quantizer(), dtype=dtype, name=name)

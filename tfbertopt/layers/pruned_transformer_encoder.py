@@ -189,6 +189,9 @@ def _dense(units, rank, activation=None, quantization=None, **kwargs):
         linear, gelu = quantization.quantizer_for("linear"), quantization.quantizer_for("gelu")
         return QuantizedEinsumDense("abc,cd->abd", (None, units), bias_axes="d", activation=activation,
                                     weight_bits=quantization.weight_bits,
+                                    input_quantizer=quantization.quantizer_for("matmul_inputs"),
+                                    output_channel_scales=quantization.output_channel_spread is not None,
+                                    float_activation=quantization.matmul_only,
                                     output_quantizer=gelu if activation is not None else linear,
                                     pre_activation_quantizer=linear if activation is not None else None, **kwargs)
     if rank is None:

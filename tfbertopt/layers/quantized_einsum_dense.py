@@ -23,6 +23,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfbertopt.export.channel_equalization import rescaled, runtime_one
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.quantization.quantizers import channel_axes_of, fake_quant_weight
 
@@ -36,11 +37,15 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
     """
 
     def __init__(self, equation, output_shape, weight_bits: int = 8, output_quantizer: dict | None = None,
-                 pre_activation_quantizer: dict | None = None, **kwargs):
+                 pre_activation_quantizer: dict | None = None, input_quantizer: dict | None = None,
+                 output_channel_scales: bool = False, float_activation: bool = False, **kwargs):
         super().__init__(equation, output_shape, **kwargs)
         self.weight_bits = int(weight_bits)
+        self.output_channel_scales = bool(output_channel_scales)
+        self.float_activation = bool(float_activation)
         self.quantizer_configs = {"output_quantizer": output_quantizer,
-                                  "pre_activation_quantizer": pre_activation_quantizer}
+                                  "pre_activation_quantizer": pre_activation_quantizer,
+                                  "input_quantizer": input_quantizer}
         if pre_activation_quantizer is not None and kwargs.get("activation") is None:
             raise ValueError("pre_activation_quantizer needs an activation")
         self._channel_axes = channel_axes_of(equation)
@@ -53,21 +58,66 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
         for quantizer in (self.pre_activation_quantizer, self.output_quantizer):
             if quantizer is not None:
                 quantizer.build(output_shape)
+        if self.input_quantizer is not None:
+            self.input_quantizer.build(input_shape)
+        if self.output_channel_scales:
+            # Per-channel multipliers of the matmul output (see `tfbertopt.export.channel_equalization`): the
+            # output fake-quant sees y / scale on one per-tensor grid, and the float y is that times scale.
+            channels = tuple(self.kernel.shape[i] for i in self._channel_axes)
+            self.output_scale = self.add_weight(name="output_scale", shape=channels, initializer="ones",
+                                                trainable=False, autocast=False)
+
+    @property
+    def _has_activation(self):
+        return self.activation not in (None, keras.activations.linear)
+
+    @property
+    def _matmul_output_quantizer(self):
+        """The quantizer of the FULLY_CONNECTED output: before the activation when there is one."""
+        return self.pre_activation_quantizer if self._has_activation else self.output_quantizer
 
     def call(self, inputs, training=None):
+        if self.input_quantizer is not None:
+            inputs = self.input_quantizer(inputs, training=training)
         kernel = fake_quant_weight(self.kernel, self._channel_axes, self.weight_bits)
         x = ops.einsum(self.equation, inputs, ops.cast(kernel, inputs.dtype))
         if self.bias is not None:
             x = ops.add(x, self.bias)
+        scaled = self.output_channel_scales and self._matmul_output_quantizer is not None
+        if scaled:
+            scale = ops.cast(self.output_scale, x.dtype)
+            x = x * (1.0 / scale)                 # the converter folds this into the kernel and bias
         if self.pre_activation_quantizer is not None:
             x = self.pre_activation_quantizer(x, training=training)
+        if scaled and self._has_activation:
+            x = rescaled(x, scale * runtime_one(inputs))
+        elif self.float_activation and self._has_activation and self.pre_activation_quantizer is not None:
+            x = x * runtime_one(inputs)   # else the converter makes the activation int8 between two fake-quants
         if self.activation is not None:
             x = self.activation(x)
         if self.output_quantizer is not None:
             x = self.output_quantizer(x, training=training)
+        if scaled and not self._has_activation:
+            x = rescaled(x, scale * runtime_one(inputs))
         return x
+
+    # EinsumDense stores its kernel and bias by position; the output scale follows them.
+    def _scale_key(self):
+        return str(1 + (self.bias is not None))
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.built and self.output_channel_scales:
+            store[self._scale_key()] = self.output_scale
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.built and self.output_channel_scales:
+            self.output_scale.assign(store[self._scale_key()])
 
     def get_config(self):
         config = super().get_config()
-        config.update({"weight_bits": self.weight_bits, **self.quantizer_configs})
+        config.update({"weight_bits": self.weight_bits, "output_channel_scales": self.output_channel_scales,
+                       "float_activation": self.float_activation,
+                       **self.quantizer_configs})
         return config

@@ -35,7 +35,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfbertopt.export.attention_masking import broadcast_mask, floor_masked
+from tfbertopt.export.attention_masking import additive_bias, broadcast_mask, floor_masked
+from tfbertopt.export.channel_equalization import runtime_one
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.quantization.config import QuantizationConfig
@@ -65,7 +66,9 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
             dense = getattr(self, attr)
             quantized = QuantizedEinsumDense(
                 dense.equation, dense.partial_output_shape, bias_axes=dense.bias_axes,
-                weight_bits=config.weight_bits, output_quantizer=output_quantizer, name=dense.name, **common)
+                weight_bits=config.weight_bits, output_quantizer=output_quantizer,
+                input_quantizer=config.quantizer_for("matmul_inputs"),
+                output_channel_scales=config.output_channel_spread is not None, name=dense.name, **common)
             quantized.build(shapes[attr])
             self._layers.remove(dense)      # untrack the float projection: the quantized one has its weights
             setattr(self, attr, quantized)
@@ -90,7 +93,10 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
             query = self.scaled_query_quantizer(query, training=training)
         scores = ops.einsum(self._dot_product_equation, key, query)
         if attention_mask is not None:
-            scores = floor_masked(scores, broadcast_mask(self, scores, attention_mask), MASK_MARGIN)
+            mask = broadcast_mask(self, scores, attention_mask)
+            # A float softmax (no "attention" point: the int8-matmul graph) takes the additive mask that graph runs.
+            scores = floor_masked(scores, mask, MASK_MARGIN) if self.scores_quantizer is not None \
+                else scores + additive_bias(mask, scores.dtype)
         if self.scores_quantizer is not None:
             scores = self.scores_quantizer(scores, training=training)
         probs = ops.softmax(scores, axis=-1)
@@ -98,6 +104,10 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
             probs = self.probs_quantizer(probs, training=training)
         dropped = self._dropout_layer(probs, training=training) if self._dropout > 0.0 else probs
         context = ops.einsum(self._combine_equation, dropped, value)
+        if self.context_quantizer is None and self.quantization.quantizes("matmul_inputs"):
+            # A float attention between int8 projections: times a runtime 1.0, or LiteRT's converter, seeing the int8
+            # value and the int8 input of the output projection, makes the context matmul int8 too.
+            context = context * runtime_one(query)
         if self.context_quantizer is not None:
             context = self.context_quantizer(context, training=training)
         return context, probs

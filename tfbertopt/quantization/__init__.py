@@ -12,7 +12,7 @@ from tfbertopt.quantization.config import POINTS, QuantizationConfig
 from tfbertopt.quantization.quantizers import channel_axes_of, fake_quant_activation, fake_quant_weight
 
 _QAT = ("quantize_model", "calibrate_ranges", "activation_ranges", "activation_quantizers", "is_quantized",
-        "preserve_sparsity", "uninitialized_quantizers")
+        "quantization_config", "set_output_channel_scales", "preserve_sparsity", "uninitialized_quantizers")
 
 
 def __getattr__(name):

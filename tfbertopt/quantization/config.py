@@ -8,6 +8,7 @@ model quantizes):
 | point | tensors |
 |---|---|
 | embeddings | the sum of token, position and segment embeddings; the embedding LayerNorm output |
+| matmul_inputs | the input of every attention/FFN projection and of the pooler (LiteRT quantizes it in front of each int8 FULLY_CONNECTED; off by default, as in a full-integer graph the producing op's output point ranges it) |
 | linear | every attention/FFN projection output (query, key, value, attention output, FFN in/out) |
 | attention | attention scores (softmax input), probabilities (softmax output, LiteRT's fixed 1/256 grid), context |
 | gelu | the FFN activation output |
@@ -33,15 +34,19 @@ True
 >>> QuantizationConfig(points=("lienar",))
 Traceback (most recent call last):
 ...
-ValueError: unknown quantization points ['lienar']; choose from ['attention', 'embeddings', 'gelu', 'layer_norm', 'layer_norm_internals', 'linear', 'residual']
+ValueError: unknown quantization points ['lienar']; choose from ['attention', 'embeddings', 'gelu', 'layer_norm', 'layer_norm_internals', 'linear', 'matmul_inputs', 'residual']
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-POINTS = ("embeddings", "linear", "attention", "gelu", "residual", "layer_norm", "layer_norm_internals")
-DEFAULT_POINTS = POINTS[:-1]
+POINTS = ("embeddings", "linear", "attention", "gelu", "residual", "layer_norm", "layer_norm_internals",
+          "matmul_inputs")
+DEFAULT_POINTS = POINTS[:-2]
+# The fake-quants of export_litert's "int8-matmul" graph: int8 FULLY_CONNECTED inputs, weights and outputs, the
+# rest float.
+MATMUL_POINTS = ("matmul_inputs", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,9 @@ class QuantizationConfig:
       points: which activations carry a fake-quant (see the table above).
       ema_decay: decay of the moving averages of activation min/max during training.
       symmetric_activations: symmetric activation ranges (Q8BERT) instead of LiteRT's asymmetric ones.
+      output_channel_spread: projections whose calibrated output channels spread by more than this (max over median)
+        get per-channel output scales, as `export_litert(..., "int8-matmul")` gives them
+        (`tfbertopt.export.channel_equalization`); set by `quantize_model(..., calibration=)`. None: one scale.
     """
 
     weight_bits: int = 8
@@ -59,6 +67,7 @@ class QuantizationConfig:
     points: tuple = DEFAULT_POINTS
     ema_decay: float = 0.99
     symmetric_activations: bool = False
+    output_channel_spread: float | None = None
 
     def __post_init__(self):
         points = (self.points,) if isinstance(self.points, str) else tuple(self.points)
@@ -72,6 +81,28 @@ class QuantizationConfig:
                 raise ValueError(f"{name} must be an integer in [2, 16], got {bits!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.output_channel_spread is not None and not self.output_channel_spread >= 1.0:
+            raise ValueError(f"output_channel_spread must be >= 1 (max over median of the channel ranges) or None, "
+                             f"got {self.output_channel_spread}")
+
+    @classmethod
+    def for_export(cls, quantization: str = "int8"):
+        """The scheme that trains what `export_litert(model, path, quantization)` runs: "int8" (full integer: every
+        point but the LayerNorm internals) or "int8-matmul" (int8 projections with per-channel output scales where
+        the channels spread, everything else float)."""
+        if quantization == "int8":
+            return cls()
+        if quantization == "int8-matmul":
+            from tfbertopt.export.channel_equalization import DEFAULT_MIN_SPREAD
+
+            return cls(points=MATMUL_POINTS, output_channel_spread=DEFAULT_MIN_SPREAD)
+        raise ValueError(f"quantization-aware training targets quantization 'int8' or 'int8-matmul', "
+                         f"got {quantization!r}")
+
+    @property
+    def matmul_only(self) -> bool:
+        """Whether only the projections are quantized (the "int8-matmul" graph)."""
+        return set(self.points) <= set(MATMUL_POINTS)
 
     def quantizes(self, point: str) -> bool:
         return point in self.points

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfbertopt.data.pipeline import without_preprocessor
 from tfbertopt.kernels import UnsupportedModelError, find_kernels, get_backbone
 from tfbertopt.quantization.config import QuantizationConfig
 
@@ -46,14 +47,20 @@ def activation_quantizers(model) -> dict:
     return found
 
 
-def is_quantized(model) -> bool:
-    """Whether `model` (or a Distiller's student) is a quantization-aware model."""
+def quantization_config(model) -> QuantizationConfig | None:
+    """The `QuantizationConfig` a quantization-aware model (or a Distiller's student) trains with; None for a float
+    model."""
     model = getattr(model, "student", None) or model
     try:
         backbone = get_backbone(model)
     except UnsupportedModelError:
-        return False
-    return getattr(backbone, "quantization", None) is not None
+        return None
+    return QuantizationConfig.from_config(getattr(backbone, "quantization", None))
+
+
+def is_quantized(model) -> bool:
+    """Whether `model` (or a Distiller's student) is a quantization-aware model."""
+    return quantization_config(model) is not None
 
 
 def activation_ranges(model) -> dict[str, tuple[float, float]]:
@@ -76,16 +83,11 @@ def calibrate_ranges(model, calibration, steps: int = 100, batch_size: int = 16)
     `calibration`: GLUE `Examples` (tokenized with the model's preprocessor) or a feature dict from `encode`.
     Returns `activation_ranges(model)`.
     """
-    from tfbertopt.export.calibration import calibration_features
-    from tfbertopt.export.litert import model_input_names
-    from tfbertopt.data.pipeline import without_preprocessor
-
     quantizers = activation_quantizers(model)
     if not quantizers:
         raise ValueError("model has no activation quantizers; call quantize_model(model) first")
-    with without_preprocessor(model):
-        names = model_input_names(model)
-    features = calibration_features(calibration, model, names, None, steps)
+    features = _calibration_features(model, calibration, steps)
+    names = list(features)
     for q in quantizers.values():
         q.observed.assign(0.0)
         q.observing = True
@@ -98,6 +100,34 @@ def calibrate_ranges(model, calibration, steps: int = 100, batch_size: int = 16)
         for q in quantizers.values():
             q.observing = False
     return activation_ranges(model)
+
+
+def _calibration_features(model, calibration, steps):
+    from tfbertopt.data.pipeline import without_preprocessor
+    from tfbertopt.export.calibration import calibration_features
+    from tfbertopt.export.litert import model_input_names
+
+    with without_preprocessor(model):
+        names = model_input_names(model)
+    return calibration_features(calibration, model, names, None, steps)
+
+
+def set_output_channel_scales(quantized, source, calibration, min_spread: float, steps: int = 100) -> int:
+    """Gives the projections of `quantized` whose output channels spread by more than `min_spread` on
+    `calibration` (measured on the float `source`) per-channel output scales, as the "int8-matmul" export does
+    (`tfbertopt.export.channel_equalization`); returns how many."""
+    from tfbertopt.export.channel_equalization import equalization_scales, matmul_ranges
+
+    features = _calibration_features(source, calibration, steps)
+    with without_preprocessor(source):
+        scales = equalization_scales(source, matmul_ranges(source, features), min_spread)
+    chosen = {sc.layer.kernel.path: sc.t for sc in scales.values()}
+    count = 0
+    for ref in find_kernels(quantized):
+        if ref.path in chosen and getattr(ref.layer, "output_channel_scales", False):
+            ref.layer.output_scale.assign(chosen[ref.path].reshape(tuple(ref.layer.output_scale.shape)))
+            count += 1
+    return count
 
 
 def preserve_sparsity(model) -> int:
@@ -141,6 +171,8 @@ def quantize_model(model, config: QuantizationConfig | dict | None = None, calib
     quantized = rebuild(source, quantization=config.get_config())
     if preserve_sparsity_masks:
         preserve_sparsity(quantized)
+    if calibration is not None and config.output_channel_spread is not None:
+        set_output_channel_scales(quantized, source, calibration, config.output_channel_spread, calibration_steps)
     if calibration is not None:
         calibrate_ranges(quantized, calibration, steps=calibration_steps)
     return quantized
