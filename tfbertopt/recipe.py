@@ -158,8 +158,9 @@ STAGES = {
     "export": {
         "quantization": (["float32", "float16", "dynamic"], list,
                          "LiteRT variants: float32, float16, dynamic, int8 (full integer, calibrated on training "
-                         "examples; after a qat stage its ranges come from training), int8-matmul (calibrated int8 "
-                         "matmuls with per-channel output scales, float elsewhere), mixed (int8 with the most "
+                         "examples; after a qat stage its ranges come from training), int8-matmul (int8 matmuls with "
+                         "per-channel output scales, float elsewhere; calibrated, or after a qat stage with target "
+                         "int8-matmul from training), mixed (int8 with the most "
                          "sensitive ops float, Q-BERT style)"),
         "calibration_steps": (100, int, "training examples that calibrate an int8 (or mixed) export"),
         "mixed_max_float_ops": (40, int, "mixed: Q-BERT-style budget, at most this many ops kept float (the most "

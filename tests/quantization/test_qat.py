@@ -37,7 +37,7 @@ def test_layer_norm_internals_simulate_litert_int8_layer_norm(tiny_classifier, d
     from tfbertopt.layers import QuantizedLayerNormalization
     from tfbertopt.quantization import POINTS
 
-    points = [p for p in POINTS if p != "matmul_inputs"]     # every point of the full-integer graph
+    points = [p for p in POINTS if p not in ("matmul_inputs", "embedding_lookups")]   # the full-integer graph's
     qat = quantize_model(tiny_classifier, {"points": points}, calibration=demo_data[0], calibration_steps=16)
     norms = [l for l in qat.backbone._flatten_layers() if isinstance(l, QuantizedLayerNormalization)]
     assert len(norms) == 2 * 2 + 1                                        # 2 per layer + the embeddings'

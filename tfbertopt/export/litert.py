@@ -31,7 +31,10 @@ Quantizations:
   gathers) is int8 with calibrated activation ranges; attention, softmax, GELU, LayerNorm and the residual sums
   stay float. Matmuls with outlier output channels (BERT's FFN outputs) get per-channel output scales
   (`tfbertopt.export.channel_equalization`), which int8's one scale per tensor cannot express. No attention-mask
-  floor is needed: the softmax input is float.
+  floor is needed: the softmax input is float. A model trained with
+  `quantize_model(model, QuantizationConfig.for_export("int8-matmul"))` exports the same graph with its trained
+  ranges and output scales (the calibration set then ranges only the embedding lookups and the logits); a model
+  trained for the other graph is refused.
 
 "int8", "16x8" and "int8-matmul" need `calibration=`: a feature dict from `tfbertopt.data.pipeline.encode` or GLUE `Examples`
 (tokenized with the model's preprocessor), of which `calibration_steps` examples (100 by default) are fed one at a

@@ -107,13 +107,20 @@ class PrunedBertBackbone(Backbone):
             ActivationQuantizer(**quantization.activation_quantizer(), dtype=dtype, name=name)
             for name in ("embeddings_sum_quantizer", "embeddings_layer_norm_quantizer")
         ] if quantization is not None and quantization.quantizes("embeddings") else []
+        # The int8 GATHERs of an int8-matmul file: its tables are requantized to these ranges.
+        self.embedding_lookup_quantizers = [
+            ActivationQuantizer(**quantization.activation_quantizer(), dtype=dtype, name=name)
+            for name in ("token_lookup_quantizer", "segment_lookup_quantizer")
+        ] if quantization is not None and quantization.quantizes("embedding_lookups") else []
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
         segment_ids = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
         padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-        tokens = self.token_embedding(token_ids)
+        tokens, segments = self.token_embedding(token_ids), self.segment_embedding(segment_ids)
+        if self.embedding_lookup_quantizers:
+            tokens, segments = (q(x) for q, x in zip(self.embedding_lookup_quantizers, (tokens, segments)))
         if self.embedding_projection is not None:
             tokens = self.embedding_projection(tokens)
-        x = self.embeddings_add((tokens, self.position_embedding(tokens), self.segment_embedding(segment_ids)))
+        x = self.embeddings_add((tokens, self.position_embedding(tokens), segments))
         if self.embeddings_quantizers:
             x = self.embeddings_quantizers[0](x)
         x = self.embeddings_layer_norm(x)

@@ -8,6 +8,7 @@ model quantizes):
 | point | tensors |
 |---|---|
 | embeddings | the sum of token, position and segment embeddings; the embedding LayerNorm output |
+| embedding_lookups | the token and segment embedding lookups (LiteRT's int8 GATHER: the file's table is requantized to this range; off by default, as the full-integer converter calibrates it) |
 | matmul_inputs | the input of every attention/FFN projection and of the pooler (LiteRT quantizes it in front of each int8 FULLY_CONNECTED; off by default, as in a full-integer graph the producing op's output point ranges it) |
 | linear | every attention/FFN projection output (query, key, value, attention output, FFN in/out) |
 | attention | attention scores (softmax input), probabilities (softmax output, LiteRT's fixed 1/256 grid), context |
@@ -34,7 +35,7 @@ True
 >>> QuantizationConfig(points=("lienar",))
 Traceback (most recent call last):
 ...
-ValueError: unknown quantization points ['lienar']; choose from ['attention', 'embeddings', 'gelu', 'layer_norm', 'layer_norm_internals', 'linear', 'matmul_inputs', 'residual']
+ValueError: unknown quantization points ['lienar']; choose from ['attention', 'embedding_lookups', 'embeddings', 'gelu', 'layer_norm', 'layer_norm_internals', 'linear', 'matmul_inputs', 'residual']
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ from __future__ import annotations
 import dataclasses
 
 POINTS = ("embeddings", "linear", "attention", "gelu", "residual", "layer_norm", "layer_norm_internals",
-          "matmul_inputs")
-DEFAULT_POINTS = POINTS[:-2]
-# The fake-quants of export_litert's "int8-matmul" graph: int8 FULLY_CONNECTED inputs, weights and outputs, the
-# rest float.
-MATMUL_POINTS = ("matmul_inputs", "linear")
+          "matmul_inputs", "embedding_lookups")
+DEFAULT_POINTS = POINTS[:6]
+# The fake-quants of export_litert's "int8-matmul" graph: int8 embedding lookups and FULLY_CONNECTED inputs, weights
+# and outputs, the rest float.
+MATMUL_POINTS = ("matmul_inputs", "linear", "embedding_lookups")
 
 
 @dataclasses.dataclass(frozen=True)

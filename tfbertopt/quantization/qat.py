@@ -6,8 +6,19 @@ per-channel int8 weight grid, and the activations LiteRT quantizes carry an `Act
 `QuantizationConfig` for which). Weights are copied exactly; with `calibration=` the activation ranges start from a
 post-training calibration pass (running min/max, as the LiteRT converter calibrates), otherwise from the first
 training batch. Train it with ordinary `model.fit` (or through a `Distiller` as the student); export it with
-`export_litert(..., quantization="int8")`: the converter takes the trained ranges from the fake-quant ops and
-calibrates only the tensors inside LayerNorm/GELU that have none.
+`export_litert(..., quantization="int8")` (or "int8-matmul", below): the converter takes the trained ranges from the
+fake-quant ops and calibrates only the tensors that have none.
+
+Two target graphs (`QuantizationConfig.for_export`):
+
+- "int8" (the default config): the full-integer graph; export with `export_litert(..., "int8")`.
+- "int8-matmul": only what `export_litert(..., "int8-matmul")` runs in int8: each projection's input, per-channel
+  weights and output (points "matmul_inputs" and "linear"), and per-channel output scales on the projections whose
+  output channels spread by more than 8x on the calibration set, chosen and measured on the float model by
+  `tfbertopt.export.channel_equalization` as the post-training export chooses them (`set_output_channel_scales`).
+  Attention, softmax, GELU, LayerNorm and the residual sums train and run in float. The export takes every
+  projection's ranges from training; its calibration set only ranges the int8 embedding lookups (the one int8
+  step training does not simulate) and the classifier's output.
 
 Zeros in the encoder kernels (a pruned model) stay zero: `preserve_sparsity=True` fixes each kernel's zero pattern
 as a mask that the optimizer applies after every update, so QAT composes with pruning.
