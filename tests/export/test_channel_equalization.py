@@ -10,13 +10,7 @@ from tfbertopt.export.verify import run_litert
 from tfbertopt.kernels import find_kernels
 from tfbertopt.train import predict_logits
 
-
-def plant_outlier_channel(model, channel: int = 3, factor: float = 60.0):
-    """Makes one output channel of every FFN-output matmul `factor`x larger, as BERT's outlier dimensions are."""
-    for ref in find_kernels(model, roles=["ffn_output"]):
-        kernel = np.asarray(ref.layer.kernel)
-        kernel[:, channel] *= factor
-        ref.layer.kernel.assign(kernel)
+from helpers.outliers import plant_outlier_channel  # noqa: E402  (pytest puts tests/ on sys.path)
 
 
 @pytest.fixture()

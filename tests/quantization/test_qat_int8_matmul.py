@@ -10,14 +10,9 @@ from tfbertopt.kernels import find_kernels
 from tfbertopt.quantization import QuantizationConfig, activation_quantizers, quantize_model
 from tfbertopt.train import predict_logits
 
+from helpers.outliers import plant_outlier_channel  # noqa: E402  (pytest puts tests/ on sys.path)
+
 MATMUL = QuantizationConfig.for_export("int8-matmul")
-
-
-def plant_outlier_channel(model, channel: int = 3, factor: float = 60.0):
-    for ref in find_kernels(model, roles=["ffn_output"]):
-        kernel = np.asarray(ref.layer.kernel)
-        kernel[:, channel] *= factor
-        ref.layer.kernel.assign(kernel)
 
 
 @pytest.fixture()
