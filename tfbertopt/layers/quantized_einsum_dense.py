@@ -34,6 +34,13 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
       weight_bits: bits of the symmetric per-channel kernel grid.
       output_quantizer: `ActivationQuantizer` config for the output, or None for no output fake-quant.
       pre_activation_quantizer: `ActivationQuantizer` config for the output before `activation`, or None.
+      input_quantizer: `ActivationQuantizer` config for the input, or None (the int8-matmul graph quantizes it in
+        front of each FULLY_CONNECTED).
+      output_channel_scales: carry a non-trainable per-channel `output_scale` (ones until set, e.g. by
+        `tfbertopt.quantization.set_output_channel_scales`): the matmul output is fake-quantized as y / scale on one
+        grid and multiplied back in float, as `tfbertopt.export.channel_equalization` does in the exported file.
+      float_activation: the activation runs in float between the two fake-quants (int8-matmul); a runtime 1.0
+        multiplies its input so that the converter does not make it an int8 op.
     """
 
     def __init__(self, equation, output_shape, weight_bits: int = 8, output_quantizer: dict | None = None,

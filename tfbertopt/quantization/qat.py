@@ -13,12 +13,13 @@ Two target graphs (`QuantizationConfig.for_export`):
 
 - "int8" (the default config): the full-integer graph; export with `export_litert(..., "int8")`.
 - "int8-matmul": only what `export_litert(..., "int8-matmul")` runs in int8: each projection's input, per-channel
-  weights and output (points "matmul_inputs" and "linear"), and per-channel output scales on the projections whose
-  output channels spread by more than 8x on the calibration set, chosen and measured on the float model by
-  `tfbertopt.export.channel_equalization` as the post-training export chooses them (`set_output_channel_scales`).
-  Attention, softmax, GELU, LayerNorm and the residual sums train and run in float. The export takes every
-  projection's ranges from training; its calibration set only ranges the int8 embedding lookups (the one int8
-  step training does not simulate) and the classifier's output.
+  weights and output, and the token/segment embedding lookups (points "matmul_inputs", "linear",
+  "embedding_lookups"), with per-channel output scales on the projections whose output channels spread by more than
+  8x on the calibration set, chosen and measured on the float model by `tfbertopt.export.channel_equalization` as
+  the post-training export chooses them (`set_output_channel_scales`). Attention, softmax, GELU, LayerNorm and the
+  residual sums train and run in float. The export takes every int8 range from training (a test checks that each
+  int8 projection output of the file is the Keras model's, element for element); its calibration set only ranges
+  the classifier's output (keras-hub's float head, int8 in the file).
 
 Zeros in the encoder kernels (a pruned model) stay zero: `preserve_sparsity=True` fixes each kernel's zero pattern
 as a mask that the optimizer applies after every update, so QAT composes with pruning.
