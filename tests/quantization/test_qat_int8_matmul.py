@@ -54,7 +54,7 @@ def test_only_spread_projections_get_output_scales_and_the_function_is_kept(tiny
     assert 0 < diff.max() < 0.05
 
 
-def test_export_runs_the_trained_graph(matmul_qat, demo_data, tmp_path):
+def test_export_runs_the_trained_graph(tiny_classifier, matmul_qat, demo_data, tmp_path):
     """Every FULLY_CONNECTED and embedding GATHER is int8 with the trained ranges, everything else float, and every
     int8 projection output in the file is the Keras layer's fake-quantized output, element for element."""
     from ai_edge_litert.interpreter import Interpreter
@@ -67,6 +67,13 @@ def test_export_runs_the_trained_graph(matmul_qat, demo_data, tmp_path):
                            calibration_steps=16)
     counts = result.op_report.counts
     assert counts["FULLY_CONNECTED"]["int8"] == result.ops["FULLY_CONNECTED"]
+    # No more float MULs than the post-training int8-matmul file of the same graph has (the same output scales),
+    # beyond, per layer, the runtime 1.0 before GELU and after the context matmul (which keep the converter from
+    # making them int8) and the query's 1/sqrt(head size) (after its fake-quant, so not folded into the kernel), and
+    # the pooler's runtime 1.0: projections whose scales are all ones add no rescaling ops.
+    ptq = export_litert(tiny_classifier, tmp_path / "p_int8-matmul.tflite", "int8-matmul", 16, calibration=train,
+                        calibration_steps=32)
+    assert result.ops["MUL"] == ptq.ops["MUL"] + 2 * 3 + 1, (result.ops["MUL"], ptq.ops["MUL"])
     for op in ("SOFTMAX", "GELU", "BATCH_MATMUL", "TANH", "ADD"):
         assert set(counts[op]) == {"float32"}, (op, counts[op])
 

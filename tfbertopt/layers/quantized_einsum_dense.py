@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfbertopt.export.channel_equalization import rescaled, runtime_one
@@ -36,9 +37,10 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
       pre_activation_quantizer: `ActivationQuantizer` config for the output before `activation`, or None.
       input_quantizer: `ActivationQuantizer` config for the input, or None (the int8-matmul graph quantizes it in
         front of each FULLY_CONNECTED).
-      output_channel_scales: carry a non-trainable per-channel `output_scale` (ones until set, e.g. by
-        `tfbertopt.quantization.set_output_channel_scales`): the matmul output is fake-quantized as y / scale on one
-        grid and multiplied back in float, as `tfbertopt.export.channel_equalization` does in the exported file.
+      output_channel_scales: carry a non-trainable per-channel `output_scale` (ones, the identity, until
+        `set_output_scale`, e.g. from `tfbertopt.quantization.set_output_channel_scales`): the matmul output is
+        fake-quantized as y / scale on one grid and multiplied back in float, as
+        `tfbertopt.export.channel_equalization` does in the exported file.
       float_activation: the activation runs in float between the two fake-quants (int8-matmul); a runtime 1.0
         multiplies its input so that the converter does not make it an int8 op.
     """
@@ -73,6 +75,13 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
             channels = tuple(self.kernel.shape[i] for i in self._channel_axes)
             self.output_scale = self.add_weight(name="output_scale", shape=channels, initializer="ones",
                                                 trainable=False, autocast=False)
+        self._scaled = False   # all-ones scales are the identity: no rescaling ops in the graph
+
+    def set_output_scale(self, scale):
+        """Sets the per-channel output scale (`output_channel_scales` layers); all ones turns the rescaling off."""
+        scale = np.asarray(scale, "float32").reshape(tuple(self.output_scale.shape))
+        self.output_scale.assign(scale)
+        self._scaled = not np.allclose(scale, 1.0)
 
     @property
     def _has_activation(self):
@@ -90,7 +99,7 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
         x = ops.einsum(self.equation, inputs, ops.cast(kernel, inputs.dtype))
         if self.bias is not None:
             x = ops.add(x, self.bias)
-        scaled = self.output_channel_scales and self._matmul_output_quantizer is not None
+        scaled = self.output_channel_scales and self._scaled and self._matmul_output_quantizer is not None
         if scaled:
             scale = ops.cast(self.output_scale, x.dtype)
             x = x * (1.0 / scale)                 # the converter folds this into the kernel and bias
@@ -120,7 +129,7 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
     def load_own_variables(self, store):
         super().load_own_variables(store)
         if self.built and self.output_channel_scales:
-            self.output_scale.assign(store[self._scale_key()])
+            self.set_output_scale(store[self._scale_key()])
 
     def get_config(self):
         config = super().get_config()

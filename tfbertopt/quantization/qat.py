@@ -140,7 +140,7 @@ def set_output_channel_scales(quantized, source, calibration, min_spread: float,
     count = 0
     for ref in find_kernels(quantized):
         if ref.path in chosen and getattr(ref.layer, "output_channel_scales", False):
-            ref.layer.output_scale.assign(chosen[ref.path].reshape(tuple(ref.layer.output_scale.shape)))
+            ref.layer.set_output_scale(chosen[ref.path])
             count += 1
     return count
 
