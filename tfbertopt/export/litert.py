@@ -33,8 +33,8 @@ Quantizations:
   (`tfbertopt.export.channel_equalization`), which int8's one scale per tensor cannot express. No attention-mask
   floor is needed: the softmax input is float. A model trained with
   `quantize_model(model, QuantizationConfig.for_export("int8-matmul"))` exports the same graph with its trained
-  ranges and output scales (the calibration set then ranges only the embedding lookups and the logits); a model
-  trained for the other graph is refused.
+  ranges and output scales (the calibration set then ranges only the classifier's logits); a model trained for the
+  other graph is refused.
 
 "int8", "16x8" and "int8-matmul" need `calibration=`: a feature dict from `tfbertopt.data.pipeline.encode` or GLUE `Examples`
 (tokenized with the model's preprocessor), of which `calibration_steps` examples (100 by default) are fed one at a
@@ -319,8 +319,9 @@ def export_litert(
     equalization = contextlib.nullcontext()
     if quantization == "int8-matmul" and trained is not None:
         # Trained ranges and output scales are in the graph (fake-quant ops, `output_scale`); the calibration set
-        # only ranges what training did not: the int8 embedding tables' lookups and the classifier's logits.
-        logger.info("int8-matmul: quantization-aware model, %d trained activation ranges", len(activation_ranges(model)))
+        # only ranges what training did not: the logits of keras-hub's (float) classifier head.
+        logger.info("int8-matmul: quantization-aware model, %d trained activation ranges",
+                    len(activation_ranges(model)))
     elif quantization == "int8-matmul":
         from tfbertopt.export.channel_equalization import equalization_scales, equalized_matmuls, matmul_ranges
 

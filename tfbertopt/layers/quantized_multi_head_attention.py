@@ -16,7 +16,8 @@ costs 8 more units of range and puts a masked key's weight under exp(-8) of the 
 Which of these carry a fake-quant follows the `QuantizationConfig` points "linear" (projection outputs) and
 "attention" (scores, probabilities, context). Without "attention" (the "int8-matmul" scheme) the attention is
 float, as that file runs it: the mask is Keras' additive one, and a runtime 1.0 multiplies the context so that the
-converter does not make the context matmul int8 between the int8 value and the int8 output projection. Attention dropout is applied to the probabilities as in Keras.
+converter does not make the context matmul int8 between the int8 value and the int8 output projection. Attention
+dropout is applied to the probabilities as in Keras.
 
 Example:
 
