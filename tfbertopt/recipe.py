@@ -198,7 +198,6 @@ DATA = {
     "demo_train_examples": (1024, int, "size of the synthetic demo training set"),
 }
 REQUIRED = ("name", "model", "task", "stages")
-QAT_TARGETS = ("int8", "int8-matmul")
 TRAINING_STAGES = ("finetune", "prune", "structured_prune", "layerdrop", "factorize", "distill", "qat")
 MODEL_STAGES = TRAINING_STAGES      # stages that save a model (a distill teacher may be "stage:N" of these)
 DISTILL_STUDENTS = ("every_other", "bilstm", "cnn", "previous")
@@ -269,13 +268,15 @@ def _parse_stage(i: int, stage) -> dict:
             if q not in QUANTIZATION_CHOICES:
                 raise RecipeError(f"{path}.export.quantization: unknown '{q}'; choose from {QUANTIZATION_CHOICES}")
     if name == "qat":
-        from tfbertopt.quantization.config import POINTS
+        from tfbertopt.quantization.config import POINTS, TARGETS
 
-        if options["target"] not in QAT_TARGETS:
-            raise RecipeError(f"{path}.qat.target: unknown '{options['target']}'; choose from {list(QAT_TARGETS)}")
-        unknown = [p for p in options["points"] or POINTS if p not in POINTS]
-        if unknown or options["points"] == []:
-            raise RecipeError(f"{path}.qat.points: unknown {unknown or 'empty list'}; choose from {list(POINTS)}")
+        if options["target"] not in TARGETS:
+            raise RecipeError(f"{path}.qat.target: unknown '{options['target']}'; choose from {list(TARGETS)}")
+        points = options["points"]
+        if points is not None:     # None: the target's points
+            unknown = [p for p in points if p not in POINTS]
+            if unknown or not points:
+                raise RecipeError(f"{path}.qat.points: unknown {unknown or 'empty list'}; choose from {list(POINTS)}")
         if not 0.0 <= options["ema_decay"] < 1.0:
             raise RecipeError(f"{path}.qat.ema_decay: must be in [0, 1), got {options['ema_decay']}")
     for key in ("final_sparsity", "initial_sparsity", "head_fraction", "neuron_fraction", "rate"):

@@ -184,7 +184,8 @@ _SHARED_ONE = _RuntimeOne()
 
 def runtime_one(inputs):
     """1.0, computed from `inputs` at run time while a graph is traced (so the converter cannot fold what it
-    multiplies), the Python 1.0 otherwise. One per graph, shared by the callers (`QuantizedEinsumDense`)."""
+    multiplies), the Python 1.0 otherwise. One per graph, shared by every caller (`equalized_matmuls`, the
+    quantization-aware layers)."""
     return _SHARED_ONE(inputs)
 
 
@@ -197,14 +198,12 @@ def _current_graph():
 @contextlib.contextmanager
 def equalized_matmuls(scales: dict):
     """Within the block, the matmuls of `scales` compute `(x @ W' + b') * t` (the same function)."""
-    one = _RuntimeOne()
-
     def rescaling(original):
         def call(self, inputs, training=None):
             sc = scales.get(id(self))
             if sc is None:
                 return original(self, inputs, training)
-            y = rescaled(_linear(self, inputs, sc.kernel, sc.bias), sc.t * one(inputs))
+            y = rescaled(_linear(self, inputs, sc.kernel, sc.bias), sc.t * runtime_one(inputs))
             return y if self.activation is None else self.activation(y)
         return call
 

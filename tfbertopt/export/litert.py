@@ -289,10 +289,11 @@ def export_litert(
     if quantization in CALIBRATED and calibration is None:
         raise ValueError(f"quantization='{quantization}' needs a calibration set: pass calibration= a feature dict "
                          f"from tfbertopt.data.pipeline.encode or GLUE Examples (e.g. 100 training examples)")
+    from tfbertopt.quantization.config import TARGETS
     from tfbertopt.quantization.qat import activation_ranges, quantization_config, uninitialized_quantizers
 
     trained = quantization_config(model)
-    if trained is not None and quantization in ("int8", "int8-matmul") and \
+    if trained is not None and quantization in TARGETS and \
             trained.matmul_only != (quantization == "int8-matmul"):
         wanted = "int8-matmul" if trained.matmul_only else "int8"
         raise ValueError(f"this quantization-aware model was trained for the {wanted!r} graph (fake-quant points "

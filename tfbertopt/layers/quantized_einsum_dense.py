@@ -99,7 +99,7 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
         x = ops.einsum(self.equation, inputs, ops.cast(kernel, inputs.dtype))
         if self.bias is not None:
             x = ops.add(x, self.bias)
-        scaled = self.output_channel_scales and self._scaled and self._matmul_output_quantizer is not None
+        scaled = self._scaled and self._matmul_output_quantizer is not None
         if scaled:
             scale = ops.cast(self.output_scale, x.dtype)
             x = x * (1.0 / scale)                 # the converter folds this into the kernel and bias

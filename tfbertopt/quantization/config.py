@@ -48,6 +48,8 @@ DEFAULT_POINTS = POINTS[:6]
 # The fake-quants of export_litert's "int8-matmul" graph: int8 embedding lookups and FULLY_CONNECTED inputs, weights
 # and outputs, the rest float.
 MATMUL_POINTS = ("matmul_inputs", "linear", "embedding_lookups")
+# The export_litert quantizations that quantization-aware training can train for (`QuantizationConfig.for_export`).
+TARGETS = ("int8", "int8-matmul")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +99,7 @@ class QuantizationConfig:
             from tfbertopt.export.channel_equalization import DEFAULT_MIN_SPREAD
 
             return cls(points=MATMUL_POINTS, output_channel_spread=DEFAULT_MIN_SPREAD)
-        raise ValueError(f"quantization-aware training targets quantization 'int8' or 'int8-matmul', "
+        raise ValueError(f"quantization-aware training targets quantization {' or '.join(map(repr, TARGETS))}, "
                          f"got {quantization!r}")
 
     @property

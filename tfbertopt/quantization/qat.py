@@ -118,7 +118,6 @@ def calibrate_ranges(model, calibration, steps: int = 100, batch_size: int = 16)
 
 
 def _calibration_features(model, calibration, steps):
-    from tfbertopt.data.pipeline import without_preprocessor
     from tfbertopt.export.calibration import calibration_features
     from tfbertopt.export.litert import model_input_names
 
@@ -186,8 +185,9 @@ def quantize_model(model, config: QuantizationConfig | dict | None = None, calib
     quantized = rebuild(source, quantization=config.get_config())
     if preserve_sparsity_masks:
         preserve_sparsity(quantized)
-    if calibration is not None and config.output_channel_spread is not None:
-        set_output_channel_scales(quantized, source, calibration, config.output_channel_spread, calibration_steps)
     if calibration is not None:
+        calibration = _calibration_features(source, calibration, calibration_steps)   # tokenized once, for both
+        if config.output_channel_spread is not None:
+            set_output_channel_scales(quantized, source, calibration, config.output_channel_spread, calibration_steps)
         calibrate_ranges(quantized, calibration, steps=calibration_steps)
     return quantized
