@@ -522,15 +522,13 @@ def retime(out: str, work: str, passes: int, runs: int) -> int:
         row["latency_ms_passes"] = [round(x, 3) for x in samples[v, 2]]
         row["latency_ms_1thread_passes"] = [round(x, 3) for x in samples[v, 1]]
         row["peak_share"] = round(row["macs"] / (row["latency_ms"] / 1e3) / (peak * 1e9), 4)
-    extra = {k: v for k, v in doc.items()
-             if k not in ("benchmark", "date", "machine", "command", "int8_peak_gmacs", "versions", "rows")}
-    extra["int8_peak_gmacs_first_run"] = doc["int8_peak_gmacs"]
-    extra["retimed"] = {"command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                        "how": f"every file timed back to back after the run, {passes} round-robin passes (each the "
-                               f"median of {runs} runs after {WARMUP} warm-up runs per file and thread count); a "
-                               f"row's latency is its fastest pass (all in latency_ms_passes), the first run's in "
-                               f"latency_ms_first_run"}
-    harness.write_results(out, doc["benchmark"], doc["command"], doc["rows"], peak, extra=extra)
+    harness.rewrite_results(
+        out, doc, peak, int8_peak_gmacs_first_run=doc["int8_peak_gmacs"],
+        retimed={"command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                 "how": f"every file timed back to back after the run, {passes} round-robin passes (each the "
+                        f"median of {runs} runs after {WARMUP} warm-up runs per file and thread count); a "
+                        f"row's latency is its fastest pass (all in latency_ms_passes), the first run's in "
+                        f"latency_ms_first_run"})
     print(harness.markdown_table(doc["rows"]), flush=True)
     return 0
 

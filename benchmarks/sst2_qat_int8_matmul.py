@@ -34,7 +34,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from tfbertopt.bench import harness  # noqa: E402
-from tfbertopt.bench.harness import StepTimer  # noqa: E402
 from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, retime_round_robin, time_round_robin  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode, steps_per_epoch  # noqa: E402
@@ -144,21 +143,12 @@ def main(argv=None) -> int:
 
 
 def step_seconds(args, train, calibration) -> dict:
-    """Plain and QAT steps timed back to back on the same batches (the first 20 skipped as tracing)."""
-    seconds = {}
-    for kind in ("plain", "qat"):
+    """The plain and QAT step times of the teacher on the same batches (`harness.step_seconds`)."""
+    def load(kind):
         model = load_model(args.teacher, compile=False)
-        if kind == "qat":
-            model = quantize_model(model, QuantizationConfig.for_export("int8-matmul"), calibration=calibration)
-        timer = StepTimer()
-        finetune(model, train.take(32 * (args.timing_steps + 5)), None, epochs=1, batch_size=32,
-                 learning_rate=args.learning_rate, max_steps=args.timing_steps, callbacks=[timer], verbose=0,
-                 length_grouping=1)
-        seconds[kind] = round(timer.median, 4)
-        log(f"{kind}: {seconds[kind]} s/step")
-        del model
-    seconds["qat_over_plain"] = round(seconds["qat"] / seconds["plain"], 3)
-    return seconds
+        return model if kind == "plain" else quantize_model(model, QuantizationConfig.for_export("int8-matmul"),
+                                                            calibration=calibration)
+    return harness.step_seconds(load, train, args.timing_steps, args.learning_rate, log=log)
 
 
 def retime_steps(args, out, train, calibration) -> int:
@@ -173,10 +163,8 @@ def retime_steps(args, out, train, calibration) -> int:
     for row in doc["rows"]:
         if "qat" in row["tags"]:
             row["train_step_ratio"] = doc["step_seconds"]["qat_over_plain"]
-    doc["later_commands"] = doc.get("later_commands", []) + [command_line() + "  (step_seconds)"]
-    harness.write_results(out, doc["benchmark"], doc["command"], doc["rows"], doc["int8_peak_gmacs"],
-                          extra={k: v for k, v in doc.items() if k not in
-                                 ("benchmark", "date", "machine", "command", "int8_peak_gmacs", "versions", "rows")})
+    harness.rewrite_results(out, doc, later_commands=doc.get("later_commands", []) + [
+        command_line() + "  (step_seconds)"])
     return 0
 
 
@@ -194,10 +182,8 @@ def reexport(args, out, work, dev, calibration, features) -> int:
                                   quantization="int8-matmul", threads=(), features=features,
                                   calibration=calibration, extra=kept)
     doc["rows"] = [row if r["variant"] == "qat-int8-matmul" else r for r in doc["rows"]]
-    doc["later_commands"] = doc.get("later_commands", []) + [command_line() + "  (the qat-int8-matmul row)"]
-    harness.write_results(out, doc["benchmark"], doc["command"], doc["rows"], doc["int8_peak_gmacs"],
-                          extra={k: v for k, v in doc.items() if k not in
-                                 ("benchmark", "date", "machine", "command", "int8_peak_gmacs", "versions", "rows")})
+    harness.rewrite_results(out, doc, later_commands=doc.get("later_commands", []) + [
+        command_line() + "  (the qat-int8-matmul row)"])
     log(f"re-exported into {out}; re-time with --timing-only")
     return 0
 

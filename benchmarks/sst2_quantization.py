@@ -172,25 +172,18 @@ def retime_steps(args) -> int:
     train = load_glue(args.task, "train", data_dir=args.data_dir).take(32 * (args.timing_steps + 5))
     with open(args.out) as f:
         doc = json.load(f)
-    seconds = {}
-    for kind in ("plain", "qat"):
+
+    def load(kind):
         model = load_model(args.teacher, compile=False)
-        if kind == "qat":
-            model = quantize_model(model, calibration=train, calibration_steps=100)
-        timer = StepTimer()
-        finetune(model, train, None, epochs=1, batch_size=32, learning_rate=args.learning_rate,
-                 max_steps=args.timing_steps, callbacks=[timer], verbose=2, length_grouping=1)
-        seconds[kind] = round(timer.median, 4)
-        log(f"{kind}: {seconds[kind]} s/step")
-    seconds["qat_over_plain"] = round(seconds["qat"] / seconds["plain"], 3)
+        return model if kind == "plain" else quantize_model(model, calibration=train, calibration_steps=100)
+
+    seconds = harness.step_seconds(load, train, args.timing_steps, args.learning_rate, verbose=2, log=log)
     doc["step_seconds"] = {**seconds, "timed": f"back to back, {args.timing_steps} steps each (first 20 skipped), "
                                               f"same batches, quiet machine"}
     for row in doc["rows"]:
         if "qat" in row["tags"]:
             row["train_step_ratio"] = seconds["qat_over_plain"]
-    harness.write_results(args.out, doc["benchmark"], doc["command"], doc["rows"], doc["int8_peak_gmacs"],
-                          extra={k: v for k, v in doc.items() if k not in
-                                 ("benchmark", "date", "machine", "command", "int8_peak_gmacs", "versions", "rows")})
+    harness.rewrite_results(args.out, doc)
     return 0
 
 

@@ -104,6 +104,38 @@ def versions() -> dict:
     return out
 
 
+HEADER = ("benchmark", "date", "machine", "command", "int8_peak_gmacs", "versions", "rows")
+
+
+def rewrite_results(path, doc: dict, int8_peak_gmacs: float | None = None, **fields) -> dict:
+    """Writes a results document read back from `path` (its rows edited in place) again: the run's command and every
+    field beyond the header are kept, `fields` are set (e.g. `retimed=...`), the date, machine and versions are
+    today's; the int8 peak is the document's unless given."""
+    extra = {k: v for k, v in doc.items() if k not in HEADER}
+    extra.update(fields)
+    peak = doc["int8_peak_gmacs"] if int8_peak_gmacs is None else int8_peak_gmacs
+    return write_results(path, doc["benchmark"], doc["command"], doc["rows"], peak, extra=extra)
+
+
+def step_seconds(load, train, steps: int, learning_rate: float, verbose: int = 0, log=print) -> dict:
+    """Median seconds per training step of `load("plain")` and `load("qat")` (the same model, plain and
+    quantization-aware), `steps` steps each on the same batches of 32, back to back (the first 20 skipped as
+    tracing); with their ratio `qat_over_plain`."""
+    from tfbertopt.train import finetune
+
+    seconds = {}
+    for kind in ("plain", "qat"):
+        model = load(kind)
+        timer = StepTimer()
+        finetune(model, train.take(32 * (steps + 5)), None, epochs=1, batch_size=32, learning_rate=learning_rate,
+                 max_steps=steps, callbacks=[timer], verbose=verbose, length_grouping=1)
+        seconds[kind] = round(timer.median, 4)
+        log(f"{kind}: {seconds[kind]} s/step")
+        del model
+    seconds["qat_over_plain"] = round(seconds["qat"] / seconds["plain"], 3)
+    return seconds
+
+
 def write_results(path, benchmark: str, command: str, rows: list[dict], int8_peak_gmacs: float | None,
                   extra: dict | None = None) -> dict:
     """Writes the BENCHMARKS.md JSON (and a .md table beside it); returns the object written."""

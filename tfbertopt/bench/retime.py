@@ -72,12 +72,10 @@ def retime_round_robin(results_path: str, models_dir: str, command: str, runs: i
     with open(results_path) as f:
         doc = json.load(f)
     peak = time_round_robin(doc["rows"], models_dir, runs, passes, log=log)
-    extra = {k: v for k, v in doc.items() if k not in ("benchmark", "date", "machine", "command", "int8_peak_gmacs",
-                                                         "versions", "rows", "retimed")}
-    extra["timing"] = ROUND_ROBIN_NOTE.format(passes=passes)
-    extra["retimed"] = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
-                        "note": "latencies and the int8 peak re-measured; scores and files unchanged"}
-    return harness.write_results(results_path, doc["benchmark"], doc["command"], doc["rows"], peak, extra=extra)
+    return harness.rewrite_results(
+        results_path, doc, peak, timing=ROUND_ROBIN_NOTE.format(passes=passes),
+        retimed={"command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
+                 "note": "latencies and the int8 peak re-measured; scores and files unchanged"})
 
 
 def retime(results_path: str, models_dir: str, runs: int = 30, threads=(2, 1)) -> dict:
