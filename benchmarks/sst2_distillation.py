@@ -101,6 +101,9 @@ def main(argv=None) -> int:
     parser.add_argument("--word-steps", type=int, default=4000, help="training steps per BiLSTM/CNN student")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--gmp-learning-rate", type=float, default=3e-5)
+    parser.add_argument("--gmp-global-threshold", action="store_true",
+                        help="gmp-90 / gmp-90-kd: one magnitude threshold across all pruned kernels (default: one "
+                             "per kernel)")
     parser.add_argument("--teacher-cache", default=None, metavar="DIR",
                         help="gmp-90-kd: distil from this teacher-output cache (logits of --teacher on the task's "
                              "train set, e.g. a recipe's distill/teacher_cache) instead of the live teacher")
@@ -193,7 +196,8 @@ def main(argv=None) -> int:
             model.trainable = True
             end = int(args.gmp_steps * 0.7)
             prune_low_magnitude(model, PolynomialDecay(0.0, 0.9, begin_step=0, end_step=end,
-                                                       frequency=max(1, end // 20)))
+                                                       frequency=max(1, end // 20)),
+                                global_threshold=args.gmp_global_threshold)
             config = KD if variant == "gmp-90-kd" else None
             source = TeacherCache(args.teacher_cache) if config is not None and args.teacher_cache else None
             extra = tune(variant, model, args.gmp_steps, args.gmp_learning_rate, config, [UpdatePruningStep()],
@@ -201,6 +205,7 @@ def main(argv=None) -> int:
             if source is not None:
                 extra["teacher_cache"] = True
             extra["sparsity"] = round(get_pruning(model).overall_sparsity(), 4)
+            extra["threshold"] = "global" if args.gmp_global_threshold else "per kernel"
             strip_pruning(model)
             tags = ["gmp", "unstructured"] + (["distill", "logits-kd"] if config else [])
             measure(model, variant, tags, extra)

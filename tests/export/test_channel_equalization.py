@@ -130,12 +130,12 @@ def test_int8_matmul_exports_distilbert_and_factorized_models(tiny_classifier, d
 def test_the_traced_rescaled_graph_is_exact_in_float(tiny_classifier, features, tmp_path):
     """In the exported graph the scales pass through the run-time 1.0 and the RESHAPEs: a float32 file traced under
     equalized_matmuls computes the model's logits, and keeps its MULs (none folded into the weights)."""
-    from tfbertopt.export.litert import _convert, op_counts, saved_model
+    from tfbertopt.export.litert import convert_saved_model, op_counts, saved_model
 
     scales = equalization_scales(tiny_classifier, matmul_ranges(tiny_classifier, features), min_spread=1.0)
     plain = op_counts(export_litert(tiny_classifier, tmp_path / "p.tflite", "float32", 16).path)
     with equalized_matmuls(scales), saved_model(tiny_classifier, 16, "float32") as (folder, _):
-        flatbuffer = _convert(folder, "float32")
+        flatbuffer = convert_saved_model(folder, "float32")
     path = tmp_path / "e.tflite"
     path.write_bytes(flatbuffer)
     assert op_counts(flatbuffer)["MUL"] >= plain["MUL"] + len(scales)

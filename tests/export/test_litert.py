@@ -96,7 +96,7 @@ def test_flex_only_ops_are_refused_with_their_names(tmp_path):
                          input_signature=[tf.TensorSpec((1, 3, 3), tf.float32)])
     archive.write_out(str(tmp_path / "sm"), verbose=False)
     with pytest.raises(ExportError, match="MatrixDeterminant"):
-        litert._convert(str(tmp_path / "sm"), "float32")
+        litert.convert_saved_model(str(tmp_path / "sm"), "float32")
 
 
 def test_unknown_quantization_rejected(tiny_classifier, tmp_path):

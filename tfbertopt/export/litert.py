@@ -134,9 +134,13 @@ def _serving_function(model, input_names, num_classes):
     return serve
 
 
-def _convert(saved_model_dir, quantization, representative_dataset=None, calibrate_only: bool = False):
-    """The flatbuffer of `quantization`; with `calibrate_only` (a calibrated mode), the float graph with its
-    calibrated ranges, to be quantized later (as int8-matmul and `MixedPrecision` do)."""
+def convert_saved_model(saved_model_dir, quantization, representative_dataset=None, calibrate_only: bool = False):
+    """Convert a SavedModel (from `saved_model`) to a LiteRT flatbuffer of `quantization`, builtin ops only.
+
+    The one converter set-up of every export. With `calibrate_only` (a calibrated mode), it returns the float
+    graph with its calibrated ranges, to be quantized later (as int8-matmul and `MixedPrecision` do). Raises
+    `ExportError` naming the TensorFlow ops without a builtin kernel, or the tensor 16x8 cannot range.
+    """
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
@@ -335,7 +339,7 @@ def export_litert(
         logger.info("calibration= is only used by %s; ignored for quantization='%s'", CALIBRATED, quantization)
     with equalization, saved_model(model, sequence_length, quantization, attention_masking, trace_form) as (
             tmp, input_names):
-        flatbuffer = _convert(tmp, quantization, representative)
+        flatbuffer = convert_saved_model(tmp, quantization, representative)
     ops = op_counts(flatbuffer)
     foreign = sorted(op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE"))
     if foreign:

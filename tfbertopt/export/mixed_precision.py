@@ -271,7 +271,7 @@ class MixedPrecision:
                  attention_masking: str = "floor", trace_form: str = "keras"):
         from tfbertopt.data.pipeline import without_preprocessor
         from tfbertopt.export.calibration import calibration_features, representative_dataset
-        from tfbertopt.export.litert import ExportError, _convert, model_input_names, saved_model
+        from tfbertopt.export.litert import ExportError, convert_saved_model, model_input_names, saved_model
         from tfbertopt.train import predict_logits
 
         if granularity not in GRANULARITIES:
@@ -300,9 +300,8 @@ class MixedPrecision:
         # What QuantizationDebugger does: stop after calibration; quantize later, as often as needed.
         with saved_model(model, sequence_length, "int8", attention_masking, trace_form=trace_form) as (tmp, _):
             try:
-                self.calibrated_model = _convert(tmp, "int8", representative_dataset(self.calibration, names,
-                                                                                     sequence_length),
-                                                 calibrate_only=True)
+                representative = representative_dataset(self.calibration, names, sequence_length)
+                self.calibrated_model = convert_saved_model(tmp, "int8", representative, calibrate_only=True)
             except ExportError as e:
                 raise ExportError(f"calibration for mixed precision failed: {e}") from e
         self.nodes = self._candidates()
