@@ -107,6 +107,9 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher-cache", default=None, metavar="DIR",
                         help="gmp-90-kd: distil from this teacher-output cache (logits of --teacher on the task's "
                              "train set, e.g. a recipe's distill/teacher_cache) instead of the live teacher")
+    parser.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                        help="back up each variant's training under DIR/<variant> after every epoch; the same command "
+                             "run again resumes a stopped run there (BackupAndRestore, pruning masks and step included)")
     parser.add_argument("--out", default=None, help="default benchmarks/results/<task>_distillation.json")
     parser.add_argument("--work", default=None, help="default runs/<task>-distillation")
     parser.add_argument("--notes", default=None, help="free text recorded as `notes` in --out")
@@ -152,8 +155,9 @@ def main(argv=None) -> int:
         # Exactly `steps` steps, even beyond one epoch (finetune's max_steps caps each epoch).
         epochs, cap = step_budget(len(train), steps)
         timer = StepTimer()
+        checkpoint_dir = os.path.join(args.checkpoint_dir, variant) if args.checkpoint_dir else None
         history = finetune(model, train, None, epochs=epochs, batch_size=32, learning_rate=learning_rate,
-                           max_steps=cap, callbacks=[*callbacks, timer], verbose=2,
+                           max_steps=cap, callbacks=[*callbacks, timer], verbose=2, checkpoint_dir=checkpoint_dir,
                            teacher=(source or teacher) if config is not None else None, distillation=config)
         steps_seconds[variant] = round(timer.median, 4)
         ran = epochs * min(cap, steps_per_epoch(len(train), 32))
