@@ -37,8 +37,11 @@ def time_round_robin(rows: list[dict], models_dir: str, runs: int = 30, passes: 
     """Times every row's file at 2 and 1 threads in `passes` round-robin passes (every file once per pass; each pass
     the median of `runs` invocations) and sets each row's latency to its fastest pass: bursts of other work on a
     shared 2-core machine only ever slow a pass down (by up to 2x, seen here), and one of several passes usually
-    misses them. All passes are kept in the row. Returns the int8 peak (GMAC/s), measured first."""
+    misses them. All passes are kept in the row. Rows without an exported file (`tflite_score` null, e.g. a Keras-only
+    simulation) are left as they are. Returns the int8 peak (GMAC/s), measured first."""
     from tfbertopt.bench import latency
+
+    rows = [row for row in rows if row.get("tflite_score") is not None]
 
     log(f"timing: int8 peak, then every file back to back, {passes} passes")
     peak = latency.int8_peak_gmacs(num_threads=2)
