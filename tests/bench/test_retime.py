@@ -23,3 +23,21 @@ def test_round_robin_keeps_the_fastest_pass_and_skips_rows_without_a_file(monkey
     assert exported["latency_ms_passes"] == [12.0, 10.0, 11.0]
     assert exported["peak_share"] == round(1e9 / 0.010 / 400e9, 4)
     assert "latency_ms" not in simulated
+
+
+def test_single_pass_retime_skips_rows_without_a_file(monkeypatch, tmp_path):
+    import json
+
+    (tmp_path / "ptq-int8_int8.tflite").write_bytes(b"")
+    rows = [{"variant": "ptq-int8", "quantization": "int8", "tflite_score": 0.86, "macs": 1_000_000_000},
+            {"variant": "sim-residual-tensor", "tflite_score": None, "keras_score": 0.88}]
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"benchmark": "b", "command": "c", "int8_peak_gmacs": 1.0, "rows": rows,
+                                   "notes": "kept"}))
+    monkeypatch.setattr(latency, "litert_latency_ms", lambda path, num_threads, runs: 10.0 * num_threads)
+    monkeypatch.setattr(latency, "int8_peak_gmacs", lambda num_threads: 400.0)
+    doc = retime.retime(str(results), str(tmp_path), runs=1)
+
+    assert doc["rows"][0]["latency_ms"] == 20.0 and doc["rows"][0]["latency_ms_1thread"] == 10.0
+    assert "latency_ms" not in doc["rows"][1]
+    assert doc["notes"] == "kept" and doc["int8_peak_gmacs"] == 400.0 and "retimed" in doc

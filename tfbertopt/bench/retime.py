@@ -28,6 +28,12 @@ def model_path(row: dict, models_dir: str) -> str:
     return os.path.join(models_dir, f"{row['variant']}_{row.get('quantization', 'float32')}.tflite")
 
 
+def exported_rows(rows: list[dict]) -> list[dict]:
+    """The rows that have a .tflite to time: all but those whose `tflite_score` is null (BENCHMARKS.md: not exported,
+    e.g. a Keras-only simulation)."""
+    return [row for row in rows if not ("tflite_score" in row and row["tflite_score"] is None)]
+
+
 ROUND_ROBIN_NOTE = ("all files timed back to back after export and verification, in {passes} round-robin passes "
                     "(each: the median of the timed invocations per file); a row's latency is its fastest pass, "
                     "since load on this shared machine only slows a pass down (every pass in latency_ms_passes)")
@@ -37,11 +43,11 @@ def time_round_robin(rows: list[dict], models_dir: str, runs: int = 30, passes: 
     """Times every row's file at 2 and 1 threads in `passes` round-robin passes (every file once per pass; each pass
     the median of `runs` invocations) and sets each row's latency to its fastest pass: bursts of other work on a
     shared 2-core machine only ever slow a pass down (by up to 2x, seen here), and one of several passes usually
-    misses them. All passes are kept in the row. Rows without an exported file (`tflite_score` null, e.g. a Keras-only
-    simulation) are left as they are. Returns the int8 peak (GMAC/s), measured first."""
+    misses them. All passes are kept in the row. Rows not exported (`exported_rows`) are left as they are. Returns
+    the int8 peak (GMAC/s), measured first."""
     from tfbertopt.bench import latency
 
-    rows = [row for row in rows if row.get("tflite_score") is not None]
+    rows = exported_rows(rows)
 
     log(f"timing: int8 peak, then every file back to back, {passes} passes")
     peak = latency.int8_peak_gmacs(num_threads=2)
@@ -86,11 +92,12 @@ def retime(results_path: str, models_dir: str, runs: int = 30, threads=(2, 1)) -
 
     with open(results_path) as f:
         doc = json.load(f)
-    missing = [row["variant"] for row in doc["rows"] if not os.path.exists(model_path(row, models_dir))]
+    rows = exported_rows(doc["rows"])
+    missing = [row["variant"] for row in rows if not os.path.exists(model_path(row, models_dir))]
     if missing:
         raise FileNotFoundError(f"no .tflite in {models_dir} for variants {missing}")
     peak = latency.int8_peak_gmacs(num_threads=2)
-    for row in doc["rows"]:
+    for row in rows:
         lat = {t: latency.litert_latency_ms(model_path(row, models_dir), num_threads=t, runs=runs) for t in threads}
         row["latency_ms"] = round(lat[2], 3) if 2 in lat else None
         row["latency_ms_1thread"] = round(lat[1], 3) if 1 in lat else None
@@ -98,11 +105,10 @@ def retime(results_path: str, models_dir: str, runs: int = 30, threads=(2, 1)) -
             row["peak_share"] = round(row["macs"] / (row["latency_ms"] / 1e3) / (peak * 1e9), 4)
         print(f"[retime] {row['variant']}: {row['latency_ms']} ms (2 threads), {row['latency_ms_1thread']} ms (1)",
               flush=True)
-    extra = {k: v for k, v in doc.items() if k not in ("benchmark", "date", "machine", "command",
-                                                         "int8_peak_gmacs", "versions", "rows")}
-    extra["retimed"] = {"command": " ".join(["python -m tfbertopt.bench.retime"] + sys.argv[1:]),
-                        "note": "all latencies and the int8 peak re-measured back to back in one pass"}
-    return harness.write_results(results_path, doc["benchmark"], doc["command"], doc["rows"], peak, extra=extra)
+    return harness.rewrite_results(
+        results_path, doc, peak,
+        retimed={"command": " ".join(["python -m tfbertopt.bench.retime"] + sys.argv[1:]),
+                 "note": "all latencies and the int8 peak re-measured back to back in one pass"})
 
 
 def main(argv=None) -> int:
