@@ -1,5 +1,5 @@
 """Command line: `tfbertopt run RECIPE`, `tfbertopt setup-model ALIAS`, `tfbertopt kernels MODEL`,
-`tfbertopt report RESULTS... --out DIR`, `tfbertopt profile MODEL.tflite`."""
+`tfbertopt report RESULTS... --out DIR`, `tfbertopt profile MODEL.tflite`, `tfbertopt docs [--check]`."""
 
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     prof.add_argument("model", help="a .tflite file")
     prof.add_argument("--threads", type=int, default=2)
     prof.add_argument("--seconds", type=float, default=3.0, help="how long to sample back-to-back invocations")
+    docs = sub.add_parser("docs", help="rewrite the generated blocks of README.md and docs/recipes.md (results "
+                                       "table, recipe reference)")
+    docs.add_argument("--check", action="store_true", help="change nothing; exit 1 if a generated block is stale")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -72,6 +75,10 @@ def main(argv=None) -> int:
             from tfbertopt.bench import profile
 
             return profile.main([args.model, "--threads", str(args.threads), "--seconds", str(args.seconds)])
+        elif args.command == "docs":
+            from tfbertopt import docs_gen
+
+            return docs_gen.main(["--check"] if args.check else [])
     except (RecipeError, ModelSourceError, FileNotFoundError, ProfileError) as e:
         print(f"tfbertopt: error: {e}", file=sys.stderr)
         return 2
