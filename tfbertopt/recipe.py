@@ -4,7 +4,7 @@
 name: sst2-minilm-baseline
 model: minilm-l6            # alias | keras-hub preset | local folder | .keras file | "demo"
 task: sst2
-data: {dir: ../shared/data/glue}   # or {source: tfds}, or {source: demo}
+data: {dir: path/to/glue}          # or {source: tfds}, or {source: demo}
 sequence_length: 128
 stages:
   - finetune: {epochs: 2, learning_rate: 5.0e-5}

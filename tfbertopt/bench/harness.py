@@ -2,7 +2,8 @@
 
 For each model variant, in one run and beside its baseline: parameters, file size, dev metric from Keras and from
 the .tflite (ai-edge-litert), LiteRT latency at batch 1 with 2 and 1 threads, MACs per sequence and the share of
-this machine's int8 matmul peak that latency implies, and Keras throughput. Rows follow ../shared/BENCHMARKS.md.
+this machine's int8 matmul peak that latency implies, and Keras throughput. Rows follow the results format in
+docs/results.md.
 
 Example:
 

@@ -1,6 +1,6 @@
 """Accuracy against size and against speed across benchmark results: the Pareto front, as PNG plots and markdown.
 
-Each point is one row of a results file in the `../shared/BENCHMARKS.md` format, labelled `<file stem>/<variant>`.
+Each point is one row of a results file (format: docs/results.md), labelled `<file stem>/<variant>`.
 What is plotted, and why:
 
 - accuracy (y) is the dev score of the exported .tflite (`tflite_score`, ai-edge-litert on the task's full dev set),

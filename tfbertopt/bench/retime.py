@@ -42,7 +42,7 @@ ROUND_ROBIN_NOTE = ("all files timed back to back after export and verification,
 def time_round_robin(rows: list[dict], models_dir: str, runs: int = 30, passes: int = 7, log=print) -> float:
     """Times every row's file at 2 and 1 threads in `passes` round-robin passes (every file once per pass; each pass
     the median of `runs` invocations) and sets each row's latency to its fastest pass: bursts of other work on a
-    shared 2-core machine only ever slow a pass down (by up to 2x, seen here), and one of several passes usually
+    shared 2-core machine only ever slow a pass down, and one of several passes usually
     misses them. All passes are kept in the row. Rows not exported (`exported_rows`) are left as they are. Returns
     the int8 peak (GMAC/s), measured first."""
     from tfbertopt.bench import latency

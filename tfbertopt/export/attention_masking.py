@@ -3,7 +3,8 @@
 Keras' `MultiHeadAttention` masks padded keys with `where(mask, scores, -1e9)` before the softmax. In a full-integer
 LiteRT model that one tensor gets one int8 scale, calibrated over [-1e9, max score]: about 4e6 per step, so every
 real score rounds to the same integer and each head attends uniformly to all real tokens. The model still runs and
-still agrees with itself, which is why it went unnoticed: on SST-2 a MiniLM int8 export lost ~18 points this way.
+still agrees with itself, which is why it went unnoticed: a MiniLM int8 export lost most of its SST-2 accuracy this
+way (measured: benchmarks/results/sst2_quantization.json, row ptq-int8-keras-mask).
 
 `quantization_friendly_masking()` replaces the constant, while a model is traced for export, with a floor relative to
 each row: `where(mask, scores, min(scores) - margin)`. The softmax input's range grows by `margin` instead of 1e9, and
@@ -12,11 +13,12 @@ step of LiteRT's int8 softmax output (1/256), so it is exactly zero in the integ
 softmax stays float. The quantization-aware attention layer (`QuantizedMultiHeadAttention`) masks the same way with
 its trained range instead.
 
-`additive_masking()` is the float form, used by the exports whose softmax runs in float (float32, float16,
-dynamic, int8-matmul; Q-BERT-style "mixed" files keep the floor, since their softmax may be int8): Keras' `Softmax(mask=)` selects twice per layer on the (heads, T, T) scores, once to mask
-and once to zero masked outputs, and LiteRT runs SELECT_V2 outside XNNPACK (4-10% of a MiniLM-L6 file's time,
-measured with `tfbertopt.bench.profile`). Adding `0` or `-1e9` from the (1, T, T) mask instead is one broadcast
-ADD that XNNPACK runs; masked keys still get exactly zero weight in float32.
+`additive_masking()` is the float form, used by the exports whose softmax runs in float (float32, float16, dynamic,
+int8-matmul; Q-BERT-style "mixed" files keep the floor, since their softmax may be int8): Keras' `Softmax(mask=)`
+selects twice per layer on the (heads, T, T) scores, once to mask and once to zero masked outputs, and LiteRT runs
+SELECT_V2 outside XNNPACK (a visible share of a MiniLM-L6 file's time in `tfbertopt.bench.profile`; docs/export.md).
+Adding `0` or `-1e9` from the (1, T, T) mask instead is one broadcast ADD that XNNPACK runs; masked keys still get
+exactly zero weight in float32.
 
 Example:
 

@@ -1,10 +1,11 @@
 """Per-channel output scales for LiteRT's per-tensor int8 matmuls (used by `export_litert(..., "int8-matmul")`).
 
 A LiteRT int8 FULLY_CONNECTED has one scale per activation tensor. BERT's FFN outputs are far from uniform across
-channels: on the SST-2 MiniLM-L6 a few output channels reach 35-185x the median channel's magnitude (Bondarenko
-et al. 2021's outlier dimensions), so one int8 step sized for them rounds the other channels away. Left float, the
-six FFN-output matmuls alone lift the int8-matmul file's label agreement with Keras from 94.5% to 98.7% (both
-figures from one-off diagnostic runs; the benchmark is `benchmarks/sst2_int8_speed.py`).
+channels: on the SST-2 MiniLM-L6 a few output channels reach many times the median channel's magnitude
+(Bondarenko et al. 2021's outlier dimensions), so one int8 step sized for them rounds the other channels away.
+Left float, the six FFN-output matmuls alone lift most of the int8-matmul file's lost label agreement with Keras
+(one-off diagnostic runs, described in docs/export.md; measured with and without these scales:
+benchmarks/results/sst2_int8_speed.json).
 
 This module gives such a matmul per-channel output scales, exactly, in float:
 
@@ -19,7 +20,7 @@ Two converter details shape the graph (both measured, TF 2.21): the converter fo
 FULLY_CONNECTED into its weights, so `t` is multiplied by a runtime 1.0; and when a MUL reads a FULLY_CONNECTED's
 output directly, the quantizer gives the FULLY_CONNECTED output the MUL's range, so a RESHAPE sits between them.
 The scales help only where the ops after the matmuls stay float, which is what "int8-matmul" does. (Scaling the
-inputs as well, SmoothQuant-style, lowered agreement on the same model in a one-off run: 97.1% at alpha 0.5.)
+inputs as well, SmoothQuant-style, lowered agreement on the same model in a one-off run.)
 
 Example (the rescaled graph computes what the model computes):
 

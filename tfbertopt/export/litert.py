@@ -263,7 +263,8 @@ def export_litert(
       model: a keras-hub BERT-family classifier (its preprocessor is not exported: tokenize outside).
       path: output .tflite path.
       quantization: "float32", "float16" (weights in fp16), "dynamic" (dynamic-range int8 weights), "int8"
-        (full integer, calibrated) or "16x8" (int16 activations, int8 weights, calibrated).
+        (full integer, calibrated), "int8-matmul" (int8 matmuls, float elsewhere, calibrated) or "16x8" (int16
+        activations, int8 weights, calibrated).
       sequence_length: fixed input length with batch 1, or None for dynamic (batch, length).
       calibration: for "int8"/"16x8"/"int8-matmul": a feature dict from `encode` or GLUE `Examples` (ignored
         otherwise).

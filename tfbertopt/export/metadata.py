@@ -21,8 +21,9 @@ softmax and no calibration unless the metadata adds a `ScoreCalibrationOptions` 
 per-class scores, not used here). A 2-class output is two categories like any other. So the head must be the
 softmax `probabilities`; the `logits` output is dropped from the subgraph's outputs (it stays computed inside).
 
-Known difference: keras-hub's uncased WordPiece strips accents (NFD, marks removed), MediaPipe's does not; on
-SST-2 dev 1 sentence of 872 ("how do you spell cliché ?") changes its label. `mediapipe_text` normalizes a string
+Known difference: keras-hub's uncased WordPiece strips accents (NFD, marks removed), MediaPipe's does not, so an
+accented sentence such as "how do you spell cliché ?" can change its label (measured on SST-2 dev:
+benchmarks/results/sst2_mediapipe.json). `mediapipe_text` normalizes a string
 the way keras-hub does; an app should do the same before `classify()`.
 
 The file no longer has the `logits` output: verify it with `verify_litert` before writing metadata, or compare
@@ -34,7 +35,7 @@ DistilBERT, cannot be fed by MediaPipe's BERT preprocessor); a float32 `probabil
 number of labels; a WordPiece tokenizer that lower-cases (MediaPipe always lower-cases) with `[CLS]`, `[SEP]` and
 `[UNK]` in its vocabulary. Then the model is run the way MediaPipe feeds it (positional tensors, as the metadata
 says) on a probe sentence: outputs that are not finite or probabilities that do not sum to 1 refuse the file
-(the all-NaN export of a model whose weights were never embedded, see ../shared/notes/litert.md), and when a Keras
+(the all-NaN export of a model whose weights were never embedded, see `tfbertopt.export.litert`), and when a Keras
 model is given its probabilities must match within `max_score_diff`.
 
 Writing needs the flatbuffers classes of the metadata schema: `mediapipe` ships them

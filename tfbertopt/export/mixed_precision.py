@@ -1,8 +1,9 @@
 """Q-BERT-style mixed precision for the full-integer LiteRT export: measure which ops int8 hurts, keep those float.
 
-Full-integer PTQ of a BERT (`export_litert(..., "int8")`) can drift from Keras (MiniLM-L6 on SST-2: 0.8647
-vs 0.9048 dev accuracy; 0.72 before the int8-safe attention mask). This module finds the op groups responsible and re-quantizes with them left in float, under a
-budget. LiteRT (TF 2.21) has no per-op "higher precision" other than float: `mlir_quantize` (what
+Full-integer PTQ of a BERT (`export_litert(..., "int8")`) can drift from Keras (MiniLM-L6 on SST-2, measured:
+benchmarks/results/sst2_quantization.json and sst2_mixed_precision.json). This module finds the op groups
+responsible and re-quantizes with them left in float, under a budget. LiteRT (TF 2.21) has no per-op "higher
+precision" other than float: `mlir_quantize` (what
 `tf.lite.experimental.QuantizationDebugger.get_nondebug_quantized_model` calls) takes `denylisted_nodes` (output
 tensor names) and `denylisted_ops` (op names such as "SOFTMAX"), and the denylisted ops run in float between
 DEQUANTIZE/QUANTIZE; their weights stay float32. (Whole-model int16 activations: `export_litert(..., "16x8")`.)

@@ -19,9 +19,10 @@ model quantizes):
 
 `layer_norm_internals` makes training see the int8 LayerNorm that a full-integer LiteRT model computes
 (`QuantizedLayerNormalization`). On MiniLM-L6 that LayerNorm is hopeless: the residual stream's outlier dimensions
-give the squared differences a range of ~54,000, so one int8 step is ~213 and ordinary variances round to zero
-(then RSQRT saturates). Keeping LayerNorm out of int8 (float, via `tfbertopt.export.mixed_precision`) is the
-practical choice; the point exists to measure that, and for models without such outliers.
+give the squared differences so wide a range that one int8 step is larger than ordinary variances, which round to
+zero (then RSQRT saturates; calibrated ranges in docs/quantization.md). Keeping LayerNorm out of int8 (float, via
+`tfbertopt.export.mixed_precision`) is the practical choice; the point exists to measure that, and for models
+without such outliers.
 
 `symmetric_activations=True` makes every activation range symmetric around zero (Q8BERT's scheme), which LiteRT runs
 too but which wastes half the grid on non-negative tensors.

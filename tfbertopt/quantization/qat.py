@@ -19,10 +19,11 @@ Two target graphs (`QuantizationConfig.for_export`):
   the post-training export chooses them (`set_output_channel_scales`). Attention, softmax, GELU, LayerNorm and the
   residual sums train and run in float. The export takes every int8 range from training; its calibration set
   only ranges the classifier's output (keras-hub's float head, int8 in the file). On a tiny model every int8
-  projection output of the file is the Keras model's, element for element (tested); on MiniLM-L6 the first
-  layer's agree on 99.9% of elements (rounding ties broken differently by LiteRT's fixed-point requantization and
-  float summation order), and those flips grow through the float attention of the later layers: the file agrees
-  with its Keras model on 98.4% of SST-2 dev labels (`benchmarks/results/sst2_qat_int8_matmul.json`).
+  projection output of the file is the Keras model's, element for element (tested); on MiniLM-L6 all but a
+  few elements of the first layer's agree (rounding ties broken differently by LiteRT's fixed-point requantization
+  and float summation order), and those flips grow through the float attention of the later layers, so the file's
+  label agreement with its Keras model falls short of the verifier's default bar (measured:
+  benchmarks/results/sst2_qat_int8_matmul.json).
 
 Zeros in the encoder kernels (a pruned model) stay zero: `preserve_sparsity=True` fixes each kernel's zero pattern
 as a mask that the optimizer applies after every update, so QAT composes with pruning.
