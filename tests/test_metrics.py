@@ -6,6 +6,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
+
 from tfbertopt.data import TASKS
 from tfbertopt.metrics import (
     accuracy,
@@ -17,7 +19,7 @@ from tfbertopt.metrics import (
     spearman,
 )
 
-SETTINGS = settings(max_examples=100, deadline=None)
+SETTINGS = settings(max_examples=examples(100), deadline=None)
 binary_pairs = st.integers(1, 40).flatmap(lambda n: st.tuples(
     st.lists(st.integers(0, 1), min_size=n, max_size=n),
     st.lists(st.integers(0, 1), min_size=n, max_size=n)))

@@ -8,6 +8,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
+
 from tfbertopt.recipe import RecipeError, load_recipe
 
 EXAMPLES = 250   # max_examples of each fuzzer below (counted in the report of issue 8)
@@ -85,7 +87,7 @@ def test_shipped_recipes_are_in_the_corpus():
         assert isinstance(source, bytes) and source
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(EXAMPLES), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=mutated_recipe())
 @example(data=b"\xffname: t\nmodel: demo\ntask: sst2\nstages: [finetune]\n")     # was a UnicodeDecodeError
 @example(data=b"name: 2001-02-30\nmodel: demo\ntask: sst2\nstages: [finetune]\n")  # a ValueError inside PyYAML
@@ -102,7 +104,7 @@ OVERRIDE_KEYS = st.sampled_from(["name", "model", "task", "data.source", "data.m
                                  "stages.export", "stages.finetune", "data", "stages.0.finetune"])
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(EXAMPLES), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(source=st.sampled_from(SOURCES), overrides=st.lists(
     st.one_of(st.tuples(OVERRIDE_KEYS, st.one_of(SCALARS, TOKENS)).map(lambda kv: f"{kv[0]}={kv[1]}"),
               st.text(max_size=30)), max_size=3))

@@ -6,6 +6,11 @@ Besides the logits, the reloaded model's type, backbone config (layer specs: fac
 LayerDrop, shrunk shapes), count of exact zeros in its weights (pruning masks) and optimizer step (pruning schedule
 position) must equal the original's.
 
+All cases are saved first and then loaded by ONE fresh process (one TensorFlow start instead of thirteen); the
+loader loads a plain classifier first (`load_model` imports its registrations on its first call) and then checks
+that loading a case imports no further tfbertopt module, so no case can pass on a class that an earlier case's load
+pulled in.
+
 In-process save/load tests of the same states live next to each method's tests; these are the cold-start variants.
 """
 
@@ -31,12 +36,22 @@ LOADER = textwrap.dedent('''
     assert not [m for m in sys.modules if m.startswith("tfbertopt")], "the loader must start without tfbertopt"
     from tfbertopt.saving import load_model
 
-    model_path, features_path, logits_path = sys.argv[1:4]
-    model = load_model(model_path, safe_mode=True)
-    x = dict(np.load(features_path, allow_pickle=False))
-    model.preprocessor = None   # token features in, as tfbertopt.data.pipeline.without_preprocessor does
-    np.save(logits_path, np.asarray(model(x, training=False)), allow_pickle=False)
-    print("INFO " + json.dumps(describe(model), default=str))
+    def tfbertopt_modules():
+        return {m for m in sys.modules if m.startswith("tfbertopt")}
+
+    seen = tfbertopt_modules()
+    for case in json.loads(open(sys.argv[1]).read()):
+        try:
+            model = load_model(case["model"], safe_mode=True)
+            x = dict(np.load(case["features"], allow_pickle=False))
+            model.preprocessor = None   # token features in, as tfbertopt.data.pipeline.without_preprocessor does
+            np.save(case["logits"], np.asarray(model(x, training=False)), allow_pickle=False)
+            info = describe(model)
+            info["new_modules"] = sorted(tfbertopt_modules() - seen)
+            seen = tfbertopt_modules()
+        except Exception as error:  # reported per case; the other cases still load
+            info = {"error": f"{type(error).__name__}: {error}"}
+        print("INFO " + json.dumps({"case": case["name"], **info}, default=str), flush=True)
 ''')
 
 
@@ -73,7 +88,11 @@ def _train(model, steps=3):
     return ds
 
 
-# --- the compressed states --------------------------------------------------------------------------------------
+# --- the compressed states ------------------------------------------------------------------------------------
+
+def plain():
+    """An untouched classifier: loaded first, it is the loader's reference for which modules loading imports."""
+    return build(0)
 
 def distilled_narrow_student():
     """A narrow student trained by the Distiller (KL + hidden MSE through a projection); the student is saved."""
@@ -205,28 +224,48 @@ def quantization_aware_mid_training():
     return model
 
 
-CASES = {f.__name__: f for f in (distilled_narrow_student, distilled_layer_student, factorized,
+CASES = {f.__name__: f for f in (plain, distilled_narrow_student, distilled_layer_student, factorized,
                                  factorized_embeddings, shared_layers, albert_style, shrunk, layerdrop,
                                  pruned_mid_training, bilstm, cnn, bilstm_distilled,
                                  quantization_aware_mid_training)}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_round_trip_in_a_fresh_process_is_bit_exact(case, tmp_path):
-    model = CASES[case]()
-    features = encode(demo_examples("dev", 24).texts, model.preprocessor)
-    model_path, features_path, logits_path = (str(tmp_path / n) for n in ("m.keras", "x.npz", "logits.npy"))
-    model.save(model_path)
-    np.savez(features_path, **features)
-    with without_preprocessor(model):
-        expected = np.asarray(model(features, training=False))
-    before = json.loads(json.dumps(describe(model), default=str))
-
+@pytest.fixture(scope="module")
+def reloaded(tmp_path_factory):
+    """Builds and saves every case, loads them all in one fresh process; {case: (expected, before, after)}."""
+    folder = tmp_path_factory.mktemp("round_trips")
+    saved, jobs = {}, []
+    for name in ["plain"] + sorted(set(CASES) - {"plain"}):
+        model = CASES[name]()
+        features = encode(demo_examples("dev", 24).texts, model.preprocessor)
+        paths = {n: str(folder / f"{name}_{n}") for n in ("model.keras", "x.npz", "logits.npy")}
+        model.save(paths["model.keras"])
+        np.savez(paths["x.npz"], **features)
+        with without_preprocessor(model):
+            expected = np.asarray(model(features, training=False))
+        saved[name] = (expected, json.loads(json.dumps(describe(model), default=str)), paths["logits.npy"])
+        jobs.append({"name": name, "model": paths["model.keras"], "features": paths["x.npz"],
+                     "logits": paths["logits.npy"]})
+        keras.backend.clear_session()
+    (folder / "jobs.json").write_text(json.dumps(jobs))
     script = "import numpy as np\n" + _source_of_describe() + LOADER
-    result = subprocess.run([sys.executable, "-c", script, model_path, features_path, logits_path],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script, str(folder / "jobs.json")], capture_output=True,
+                            text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    after = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("INFO "))[5:])
+    infos = [json.loads(line[5:]) for line in result.stdout.splitlines() if line.startswith("INFO ")]
+    after = {info.pop("case"): info for info in infos}
+    return {name: (expected, before, logits_path, after.get(name))
+            for name, (expected, before, logits_path) in saved.items()}
+
+
+@pytest.mark.xdist_group("round_trips")
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_round_trip_in_a_fresh_process_is_bit_exact(case, reloaded):
+    expected, before, logits_path, after = reloaded[case]
+    assert after is not None, f"the loader printed nothing for {case}"
+    assert "error" not in after, after.get("error")
+    if case != "plain":
+        assert after["new_modules"] == [], f"loading {case} imported {after['new_modules']}"
 
     np.testing.assert_array_equal(np.load(logits_path, allow_pickle=False), expected)
     for key in ("type", "backbone_type", "backbone_config", "zeros", "weights"):

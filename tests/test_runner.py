@@ -8,6 +8,10 @@ import yaml
 from tfbertopt.recipe import load_recipe
 from tfbertopt.runner import run_recipe
 
+# The benchmark stage's int8 matmul peak is a fixed number here (conftest.stub_int8_peak); its measurement is tested
+# by tfbertopt.bench.latency's doctest.
+pytestmark = pytest.mark.usefixtures("stub_int8_peak")
+
 RECIPE = {
     "name": "t", "model": "demo", "task": "sst2", "sequence_length": 16,
     "data": {"source": "demo", "demo_train_examples": 128},
@@ -15,6 +19,16 @@ RECIPE = {
                {"export": {"quantization": ["float32", "dynamic"], "verify_examples": 32}},
                {"benchmark": {"latency_runs": 2, "threads": [1]}}],
 }
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """RECIPE's fine-tuned demo model as a `.keras` file: the recipes that test a later stage start from it (a
+    recipe's `model` may be a .keras file) instead of fine-tuning their own; the demo test runs the finetune stage."""
+    folder = tmp_path_factory.mktemp("finetuned")
+    recipe = dict(RECIPE, stages=RECIPE["stages"][:1])
+    run_recipe(load_recipe(_write(folder, recipe)), str(folder / "out"))
+    return str(folder / "out" / "00_finetune" / "model.keras")
 
 
 def _write(tmp_path, recipe):
@@ -33,6 +47,7 @@ def test_demo_recipe_end_to_end_and_resume(tmp_path, capsys):
     assert variants["float32"]["baseline"] is None and variants["dynamic"]["baseline"] == "float32"
     assert variants["float32"]["verified"] is True
     assert variants["dynamic"]["tflite_mb"] < variants["float32"]["tflite_mb"]
+    assert report["int8_peak_gmacs"] == 400.0   # the stubbed peak reaches the report
     assert (out / "00_finetune" / "model.keras").exists()
     assert set(json.loads((out / "state.json").read_text())["finished"]) == {"00_finetune", "01_export",
                                                                               "02_benchmark"}
@@ -75,12 +90,11 @@ def test_pruning_stages_in_a_recipe(tmp_path):
     assert (out / "03_export" / "model_float32.tflite").exists()
 
 
-def test_factorize_stage_embeds_svds_shares_recovers_and_tags(tmp_path):
+def test_factorize_stage_embeds_svds_shares_recovers_and_tags(tmp_path, finetuned):
     from tfbertopt.kernels import encoder_layers
     from tfbertopt.saving import load_model
 
-    recipe = dict(RECIPE, stages=[
-        {"finetune": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}},
+    recipe = dict(RECIPE, model=finetuned, stages=[
         {"factorize": {"embedding_dim": 8, "param_fraction": 0.5, "share": "pairs", "recovery_epochs": 1,
                        "distill_recovery": True, "learning_rate": 1e-3}},
         {"export": {"quantization": ["float32"], "verify_examples": 32}},
@@ -88,7 +102,7 @@ def test_factorize_stage_embeds_svds_shares_recovers_and_tags(tmp_path):
     out = tmp_path / "out"
     run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
     state = json.loads((out / "state.json").read_text())["finished"]
-    stage = state["01_factorize"]
+    stage = state["00_factorize"]
     assert stage["params_after"] < stage["params_before"]
     model = load_model(stage["model"])
     assert model.backbone.embedding_dim == 8 and len(encoder_layers(model)) == 1
@@ -114,53 +128,50 @@ def test_bad_factorize_options_are_named(tmp_path, options, message):
         load_recipe(_write(tmp_path, recipe))
 
 
-def test_qat_stage_then_int8_export(tmp_path):
+def test_qat_stage_then_int8_export(tmp_path, finetuned):
     from tfbertopt.quantization import activation_ranges, is_quantized
     from tfbertopt.saving import load_model
 
-    recipe = dict(RECIPE, stages=[
-        {"finetune": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}},
+    recipe = dict(RECIPE, model=finetuned, stages=[
         {"qat": {"max_steps": 3, "calibration_steps": 16, "distill": True}},
         {"export": {"quantization": ["int8"], "verify_examples": 32, "min_agreement": 0.9,
                     "calibration_steps": 16}},
         {"benchmark": {"latency_runs": 2, "threads": [1]}}])
     out = tmp_path / "out"
     run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
-    model = load_model(str(out / "01_qat" / "model.keras"))
+    model = load_model(str(out / "00_qat" / "model.keras"))
     assert is_quantized(model) and len(activation_ranges(model)) == 2 * 14 + 4
     row, = json.loads((out / "report.json").read_text())["rows"]
     assert row["tags"][0] == "qat" and "ptq-int8" in row["tags"] and row["verified"] is True
     assert row["float_ops"] >= 0
 
 
-def test_int8_matmul_export_stage_is_verified_and_tagged(tmp_path):
-    recipe = dict(RECIPE, stages=[
-        {"finetune": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}},
+def test_int8_matmul_export_stage_is_verified_and_tagged(tmp_path, finetuned):
+    recipe = dict(RECIPE, model=finetuned, stages=[
         {"export": {"quantization": ["int8-matmul"], "verify_examples": 32, "min_agreement": 0.9,
                     "calibration_steps": 16}},
         {"benchmark": {"latency_runs": 2, "threads": [1]}}])
     out = tmp_path / "out"
     run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
-    assert (out / "01_export" / "model_int8-matmul.tflite").exists()
+    assert (out / "00_export" / "model_int8-matmul.tflite").exists()
     row, = json.loads((out / "report.json").read_text())["rows"]
     assert row["quantization"] == "int8-matmul" and row["verified"] is True
     assert {"ptq-int8", "mixed-precision", "equalized"} <= set(row["tags"])
 
 
-def test_qat_for_the_int8_matmul_graph_then_its_export(tmp_path):
+def test_qat_for_the_int8_matmul_graph_then_its_export(tmp_path, finetuned):
     from tfbertopt.quantization import quantization_config
     from tfbertopt.saving import load_model
 
-    recipe = dict(RECIPE, stages=[
-        {"finetune": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}},
+    recipe = dict(RECIPE, model=finetuned, stages=[
         {"qat": {"target": "int8-matmul", "max_steps": 3, "calibration_steps": 16}},
         {"export": {"quantization": ["int8-matmul"], "verify_examples": 32, "min_agreement": 0.9,
                     "calibration_steps": 16}}])
     out = tmp_path / "out"
     run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
-    config = quantization_config(load_model(str(out / "01_qat" / "model.keras")))
+    config = quantization_config(load_model(str(out / "00_qat" / "model.keras")))
     assert config.matmul_only and config.output_channel_spread == 8.0
-    assert (out / "02_export" / "model_int8-matmul.tflite").exists()
+    assert (out / "01_export" / "model_int8-matmul.tflite").exists()
 
 
 def test_qat_stage_options_are_validated(tmp_path):
@@ -171,9 +182,8 @@ def test_qat_stage_options_are_validated(tmp_path):
         load_recipe(_write(tmp_path, bad))
 
 
-def test_mixed_precision_export_in_a_recipe(tmp_path):
-    recipe = dict(RECIPE, stages=[
-        {"finetune": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3}},
+def test_mixed_precision_export_in_a_recipe(tmp_path, finetuned):
+    recipe = dict(RECIPE, model=finetuned, stages=[
         {"export": {"quantization": ["float32", "mixed"], "verify_examples": 32, "calibration_steps": 16,
                     "mixed_max_float_ops": 6, "mixed_holdout": 32, "force": True}},
         {"benchmark": {"latency_runs": 2, "threads": [1]}}])
@@ -181,4 +191,4 @@ def test_mixed_precision_export_in_a_recipe(tmp_path):
     run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
     rows = {r["variant"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
     assert rows["mixed"]["tags"] == ["mixed-precision"] and 0 < rows["mixed"]["float_ops"]
-    assert (out / "01_export" / "model_mixed.tflite").exists()
+    assert (out / "00_export" / "model_mixed.tflite").exists()

@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
+
 from tfbertopt.bench.pareto import LATENCY_PNG, SIZE_PNG, load_points, markdown_front, pareto_front, plot_pareto
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -49,7 +51,7 @@ def _dominates(q, p):
     return q["x"] <= p["x"] and q["y"] >= p["y"] and (q["x"] < p["x"] or q["y"] > p["y"])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8)), min_size=1, max_size=25))
 def test_front_property(coords):
     # Small integer grids make ties and coincident points common.

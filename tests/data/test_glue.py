@@ -6,6 +6,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
+
 from tfbertopt.data import (
     TASKS,
     DataError,
@@ -454,7 +456,7 @@ def fuzz_file(draw):
     return task, data, [expected for _, expected in rows], 1 if header else 0
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=examples(150), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=fuzz_file())
 def test_fuzzed_files(tmp_path, case):
@@ -494,7 +496,7 @@ def _data_lines(data: bytes, has_header: bool) -> int:
     return len(pieces) - int(has_header)
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=examples(150), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(FUZZ_TASKS), with_header=st.booleans(),
        body=st.binary(max_size=200), cut=st.integers(0, 400), data=st.data())

@@ -14,6 +14,8 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
+
 from tfbertopt.data import TASKS, DataError, load_glue, read_glue_tsv
 
 EXAMPLES = 200   # max_examples of each fuzzer below (counted in the report of issue 8)
@@ -129,7 +131,7 @@ def _check(load, path, data, task):
             assert np.all((ex.labels >= 0) & (ex.labels <= 5))
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(EXAMPLES), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=valid_file(), data=st.data(), split=st.sampled_from(["train", "dev"]))
 def test_mutated_files_through_load_glue(tmp_path, case, data, split):
     name, original, rows, label_idx = case
@@ -144,7 +146,7 @@ def test_mutated_files_through_load_glue(tmp_path, case, data, split):
     _check(lambda mode: load_glue(name, split, data_dir=tmp_path / "glue", on_bad_rows=mode), path, content, task)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(EXAMPLES), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=valid_file(), data=st.data())
 def test_mutated_files_through_read_glue_tsv(tmp_path, case, data):
     name, original, rows, label_idx = case

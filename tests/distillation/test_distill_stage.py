@@ -9,7 +9,8 @@ import yaml
 from tfbertopt.recipe import RecipeError, load_recipe, parse_recipe
 from tfbertopt.runner import run_recipe
 
-pytestmark = pytest.mark.filterwarnings("ignore:Your input ran out of data")
+pytestmark = [pytest.mark.filterwarnings("ignore:Your input ran out of data"),
+              pytest.mark.usefixtures("stub_int8_peak")]   # a fixed int8 peak in benchmark stages
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 BASE = {"name": "t", "model": "demo", "task": "sst2", "sequence_length": 16,

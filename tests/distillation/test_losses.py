@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
 from hypothesis.extra.numpy import arrays
 
 from tfbertopt.distillation.losses import (
@@ -17,7 +19,7 @@ from tfbertopt.distillation.losses import (
     soft_cross_entropy,
 )
 
-FAST = settings(max_examples=25, deadline=None)
+FAST = settings(max_examples=examples(25), deadline=None)
 finite = st.floats(-8, 8, allow_nan=False, width=32)
 temperatures = st.sampled_from([0.5, 1.0, 2.0, 4.0])
 

@@ -4,6 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
+
 from tfbertopt.distillation.mapping import KINDS, layer_map
 
 
@@ -20,7 +22,7 @@ def test_uniform_and_skip_differ_when_depths_do_not_divide():
     assert layer_map("skip", 5, 12) == {0: 1, 1: 3, 2: 5, 3: 7, 4: 9}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.integers(1, 24).flatmap(lambda n_t: st.tuples(st.integers(1, n_t), st.just(n_t))), st.sampled_from(KINDS))
 def test_builtin_maps_are_increasing_and_inside_the_teacher(depths, kind):
     n_s, n_t = depths

@@ -7,6 +7,8 @@ import functools
 import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
 from hypothesis.extra import numpy as hnp
 
 from tfbertopt.export.calibration import calibration_features
@@ -85,7 +87,7 @@ def _check_accepted(out, length):
     assert out["segment_ids"].min() >= 0 and out["segment_ids"].max() < model().backbone.num_segments
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(EXAMPLES), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(features=feature_dicts(), length=st.sampled_from([None, 4, 16]), steps=st.integers(1, 5))
 def test_malformed_feature_dicts_raise_value_error_or_are_valid(features, length, steps):
     try:
@@ -98,7 +100,7 @@ def test_malformed_feature_dicts_raise_value_error_or_are_valid(features, length
     _check_accepted(out, length)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(EXAMPLES), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, 5), width=st.integers(1, 6), data=st.data(),
        broken=st.sampled_from(["token_ids", "padding_mask", "segment_ids"]),
        value=st.sampled_from([-1, -(2 ** 32) + 1, 2 ** 32, 2 ** 32 + 1, 2 ** 40, "vocab", 2, 7]))

@@ -5,6 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
+
 from tfbertopt.factorization.rank import (
     BudgetError,
     check_rank,
@@ -34,7 +36,7 @@ def test_energy_rank_is_monotone(s, a, b):
     assert rank_for_energy(s, lo) <= rank_for_energy(s, hi)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.tuples(st.integers(2, 40), st.integers(2, 40)), min_size=1, max_size=5), st.floats(0.0, 1.0),
        st.integers(0, 10 ** 6))
 def test_budget_ranks_never_exceed_the_budget(shapes, fraction, seed):

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
 from hypothesis.extra import numpy as hnp
 
 from tfbertopt.pruning.masks import (
@@ -21,7 +23,7 @@ shapes = hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=6)
 sparsities = st.floats(0.0, 0.99, allow_nan=False)
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
+@settings(max_examples=examples(EXAMPLES), deadline=None)
 @given(shape=shapes, data=st.data(), bad=st.sampled_from([np.nan, np.inf, -np.inf]), count=st.integers(1, 4),
        dtype=st.sampled_from([np.float16, np.float32, np.float64]))
 def test_nan_and_inf_anywhere_are_refused_by_name(shape, data, bad, count, dtype):
@@ -40,7 +42,7 @@ def test_nan_and_inf_anywhere_are_refused_by_name(shape, data, bad, count, dtype
     assert issubclass(InvalidWeightsError, ValueError)
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
+@settings(max_examples=examples(EXAMPLES), deadline=None)
 @given(w=hnp.arrays(np.float32, shapes, elements=st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5])), s=sparsities)
 def test_ties_give_exact_deterministic_sparsity(w, s):
     mask = magnitude_mask(w, s)
@@ -53,7 +55,7 @@ def test_ties_give_exact_deterministic_sparsity(w, s):
     np.testing.assert_array_equal(magnitude_mask(w * mask, s) == 0, mask == 0)
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
+@settings(max_examples=examples(EXAMPLES), deadline=None)
 @given(shapes_=st.lists(shapes, min_size=1, max_size=4), s=sparsities, nm=st.sampled_from([(1, 2), (2, 4), (1, 3)]))
 def test_all_zero_kernels_reach_exact_sparsity(shapes_, s, nm):
     zeros = [np.zeros(shape, np.float32) for shape in shapes_]
@@ -78,7 +80,7 @@ def nm_case(draw):
     return w, n, m, axis
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
+@settings(max_examples=examples(EXAMPLES), deadline=None)
 @given(case=nm_case())
 def test_nm_on_any_axis_of_random_shapes(case):
     w, n, m, axis = case
@@ -94,7 +96,7 @@ def test_nm_on_any_axis_of_random_shapes(case):
     np.testing.assert_array_equal(mask, nm_mask(w, n, m, axis=axis - w.ndim if axis >= 0 else axis + w.ndim))
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
+@settings(max_examples=examples(EXAMPLES), deadline=None)
 @given(shape=shapes, m=st.integers(2, 8), n=st.integers(-2, 10), data=st.data())
 def test_nm_bad_requests_are_value_errors(shape, m, n, data):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
 from hypothesis.extra import numpy as hnp
 
 from tfbertopt.pruning.masks import (
@@ -18,7 +20,7 @@ finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 kernels = hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=12), elements=finite)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(w=kernels, sparsity=st.floats(0.0, 0.99))
 def test_magnitude_mask_exact_and_keeps_the_largest(w, sparsity):
     mask = magnitude_mask(w, sparsity)
@@ -47,7 +49,7 @@ def test_nan_inf_rejected_with_name(bad):
         global_magnitude_masks([np.ones(4), w], 0.5)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(ws=st.lists(kernels, min_size=1, max_size=4), sparsity=st.floats(0.0, 0.99))
 def test_global_masks_exact_total(ws, sparsity):
     masks = global_magnitude_masks(ws, sparsity)
@@ -59,7 +61,7 @@ def test_global_masks_exact_total(ws, sparsity):
         assert kept.min() >= dropped.max()
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(groups=st.integers(1, 6), cols=st.integers(1, 5), nm=st.sampled_from([(1, 2), (2, 4), (1, 4), (3, 8)]),
        data=st.data())
 def test_nm_mask_pattern(groups, cols, nm, data):

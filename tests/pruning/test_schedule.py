@@ -5,13 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
+
 from tfbertopt.pruning.schedule import ConstantSparsity, FunctionSparsity, PolynomialDecay
 
 sparsity = st.floats(0.0, 0.99)
 steps = st.integers(0, 5000)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(initial=sparsity, final=sparsity, begin=st.integers(0, 1000), length=st.integers(1, 3000),
        power=st.floats(0.5, 5), frequency=st.integers(1, 200), step=steps)
 def test_polynomial_decay_bounded_exact_at_ends_and_monotone(initial, final, begin, length, power, frequency, step):
@@ -28,7 +30,7 @@ def test_polynomial_decay_bounded_exact_at_ends_and_monotone(initial, final, beg
         assert value == 0.0 and not s(step)[0]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(target=sparsity, begin=st.integers(0, 500), frequency=st.integers(1, 100), step=steps)
 def test_constant_sparsity(target, begin, frequency, step):
     s = ConstantSparsity(target, begin, frequency=frequency)

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from helpers.profiles import examples  # pytest puts tests/ on sys.path
 from hypothesis.extra.numpy import arrays
 
 from tfbertopt.quantization import QuantizationConfig, channel_axes_of, fake_quant_activation, fake_quant_weight
@@ -16,7 +18,7 @@ def test_channel_axes_are_the_kernel_axes_that_reach_the_output():
     assert channel_axes_of("ab,bc->ac") == (1,)             # pooler
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 5)),
               elements=st.floats(-4, 4, width=32).map(lambda v: 0.0 if abs(v) < 1e-6 else v)))
 def test_weight_grid_is_litert_symmetric_per_channel(w):
