@@ -117,9 +117,52 @@ def test_headline_table_names_a_missing_file_or_variant(tmp_path):
         docs_gen.headline_table(tmp_path, rows=[("int8", "demo.json", "int8")])
     with pytest.raises(docs_gen.DocsError, match=r"gone\.json: results file not found"):
         docs_gen.headline_table(tmp_path, rows=[("x", "gone.json", "float32")])
+    rows[1]["baseline"] = "float16"
+    rows.append({"task": "sst2", "variant": "int8", "baseline": "float32", "tflite_score": 0.88, "tflite_mb": 23.0,
+                 "verified": False, "label_agreement": 0.991})
+    (tmp_path / "demo.json").write_text(json.dumps({"benchmark": "demo", "rows": rows}))
+    with pytest.raises(docs_gen.DocsError, match=r"row 'dynamic' names baseline 'float16', which is not in the file"):
+        docs_gen.headline_table(tmp_path, rows=[("dynamic", "demo.json", "dynamic")])
+    with pytest.raises(docs_gen.DocsError, match=r"demo\.json: row 'int8' has no 'latency_ms'"):
+        docs_gen.headline_table(tmp_path, rows=[("int8", "demo.json", "int8")])
+    rows[2]["latency_ms"] = 5.0
+    (tmp_path / "demo.json").write_text(json.dumps({"benchmark": "demo", "rows": rows}))
+    assert "| no (99.10% agreement) |" in docs_gen.headline_table(tmp_path, rows=[("int8", "demo.json", "int8")])
 
 
 def test_recipe_list_needs_a_summary_per_recipe(tmp_path):
     (tmp_path / "new_recipe.yaml").write_text("name: x\nmodel: demo\ntask: sst2\nstages: [finetune]\n")
     with pytest.raises(docs_gen.DocsError, match=r"new_recipe\.yaml: no one-line summary"):
         docs_gen.recipe_list(tmp_path)
+    (tmp_path / "new_recipe.yaml").unlink()
+    with pytest.raises(docs_gen.DocsError, match=r"in tfbertopt\.docs_gen\.RECIPE_SUMMARIES but not a recipe file"):
+        docs_gen.recipe_list(tmp_path)
+
+
+def test_main_checks_rewrites_and_names_a_missing_marker(tmp_path, capsys):
+    """`python -m tfbertopt.docs_gen [--check]` on a copy of the repository's generated files."""
+    import shutil
+
+    for part in ("README.md", "docs/recipes.md", "benchmarks/results", "recipes"):
+        (tmp_path / part).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (REPO / part).is_dir() else shutil.copy)(REPO / part, tmp_path / part)
+    readme = tmp_path / "README.md"
+    fresh = readme.read_text(encoding="utf-8")
+    stale = docs_gen.replace_blocks(fresh, {"headline-table": "| an old table |"})
+    readme.write_text(stale, encoding="utf-8")
+    assert docs_gen.main(["--root", str(tmp_path), "--check"]) == 1
+    assert f"stale: {readme}" in capsys.readouterr().out and readme.read_text(encoding="utf-8") == stale
+    assert docs_gen.main(["--root", str(tmp_path)]) == 0
+    assert f"updated: {readme}" in capsys.readouterr().out and readme.read_text(encoding="utf-8") == fresh
+    assert docs_gen.main(["--root", str(tmp_path), "--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    readme.write_text(fresh.replace("<!-- end generated -->", ""), encoding="utf-8")
+    assert docs_gen.main(["--root", str(tmp_path), "--check"]) == 2
+    assert "has no '<!-- end generated -->' after it" in capsys.readouterr().err
+
+
+def test_cli_docs_check_passes_on_this_checkout(capsys):
+    from tfbertopt import cli
+
+    assert cli.main(["docs", "--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
