@@ -37,14 +37,18 @@ def demo_data():
     return demo_examples("train", 256), demo_examples("dev", 64)
 
 
-@pytest.fixture()
-def tiny_classifier():
-    """A fresh 2-layer H32 BertTextClassifier over the demo vocabulary, sequence length 16."""
+def _tiny_classifier():
     from tfbertopt.data.demo import demo_vocabulary
     from tfbertopt.models import tiny_bert_classifier
 
     return tiny_bert_classifier(demo_vocabulary(), num_layers=2, hidden_dim=32, num_heads=2, intermediate_dim=64,
                                 sequence_length=16)
+
+
+@pytest.fixture()
+def tiny_classifier():
+    """A fresh 2-layer H32 BertTextClassifier over the demo vocabulary, sequence length 16."""
+    return _tiny_classifier()
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +57,7 @@ def shared_classifier():
     of the module its weights must be unchanged, so a test that trains or assigns must take `tiny_classifier`."""
     import numpy as np
 
-    from tfbertopt.data.demo import demo_vocabulary
-    from tfbertopt.models import tiny_bert_classifier
-
-    model = tiny_bert_classifier(demo_vocabulary(), num_layers=2, hidden_dim=32, num_heads=2, intermediate_dim=64,
-                                 sequence_length=16)
+    model = _tiny_classifier()
     before = [np.array(w) for w in model.weights]
     yield model
     changed = [w.path for w, b in zip(model.weights, before) if not np.array_equal(np.asarray(w), b)]

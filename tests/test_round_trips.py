@@ -94,6 +94,7 @@ def plain():
     """An untouched classifier: loaded first, it is the loader's reference for which modules loading imports."""
     return build(0)
 
+
 def distilled_narrow_student():
     """A narrow student trained by the Distiller (KL + hidden MSE through a projection); the student is saved."""
     from tfbertopt.distillation import DistillationConfig, Distiller, narrow_student
@@ -232,7 +233,8 @@ CASES = {f.__name__: f for f in (plain, distilled_narrow_student, distilled_laye
 
 @pytest.fixture(scope="module")
 def reloaded(tmp_path_factory):
-    """Builds and saves every case, loads them all in one fresh process; {case: (expected, before, after)}."""
+    """Builds and saves every case, loads them all in one fresh process;
+    {case: (expected logits, describe() before, path of the reloaded logits, loader's INFO after)}."""
     folder = tmp_path_factory.mktemp("round_trips")
     saved, jobs = {}, []
     for name in ["plain"] + sorted(set(CASES) - {"plain"}):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from helpers.profiles import examples  # pytest puts tests/ on sys.path
-from hypothesis.extra.numpy import arrays
 
 from tfbertopt.distillation.losses import (
     attention_kl,

@@ -7,9 +7,9 @@ import functools
 import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from helpers.profiles import examples  # pytest puts tests/ on sys.path
-from hypothesis.extra import numpy as hnp
 
 from tfbertopt.export.calibration import calibration_features
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from helpers.profiles import examples  # pytest puts tests/ on sys.path
-from hypothesis.extra import numpy as hnp
 
 from tfbertopt.pruning.masks import (
     InvalidWeightsError,
