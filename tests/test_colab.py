@@ -5,7 +5,6 @@ the tiny demo model and the synthetic demo data, so each runs offline in well un
 """
 
 import ast
-import os
 import shutil
 from pathlib import Path
 

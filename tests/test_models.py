@@ -242,7 +242,7 @@ def test_folder_without_config(tmp_path):
 
 
 def test_check_family_accepts_bert_and_names_other_classes():
-    assert check_family(_tiny()) == "BertBackbone"
+    assert check_family(_tiny()) == "bert"
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ModelSourceError, match="Sequential is not a keras-hub BERT-family classifier"):
         check_family(plain)

@@ -5,7 +5,7 @@ Subpackages: `models` (loading), `kernels` (the one model walk), `data`, `train`
 
 >>> import tfbertopt
 >>> tfbertopt.__version__
-'0.1.0'
+'0.2.0'
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -100,11 +100,14 @@ def get_backbone(model):
 
 
 def encoder_layers(model) -> list:
-    """The TransformerEncoder layers of the backbone, in order (ALBERT: one per shared group)."""
+    """The encoder layers of the backbone, in order (ALBERT: one per shared group): keras-hub TransformerEncoders,
+    and DeBERTa-v3's DisentangledAttentionEncoders (the same attribute names for their projections and norms)."""
     import keras_hub
+    from keras_hub.src.models.deberta_v3.disentangled_attention_encoder import DisentangledAttentionEncoder
 
     backbone = get_backbone(model)
-    layers = [l for l in backbone.layers if isinstance(l, keras_hub.layers.TransformerEncoder)]
+    kinds = (keras_hub.layers.TransformerEncoder, DisentangledAttentionEncoder)
+    layers = [l for l in backbone.layers if isinstance(l, kinds)]
     if not layers:
         raise UnsupportedModelError(
             f"{type(backbone).__name__} has no keras_hub.layers.TransformerEncoder layers; it is not a "

@@ -32,6 +32,9 @@ import keras
 import keras_hub
 from safetensors import SafetensorError
 
+from tfbertopt.kernels import UnsupportedModelError
+from tfbertopt.surgery.description import family_of
+
 logger = logging.getLogger(__name__)
 
 # keras-hub families whose classifiers tfbertopt understands (backbone class name -> classifier class name).
@@ -40,6 +43,8 @@ FAMILIES = {
     "DistilBertBackbone": "DistilBertTextClassifier",
     "AlbertBackbone": "AlbertTextClassifier",
     "RobertaBackbone": "RobertaTextClassifier",
+    "XLMRobertaBackbone": "XLMRobertaTextClassifier",
+    "DebertaV3Backbone": "DebertaV3TextClassifier",
     "ElectraBackbone": None,  # keras-hub ships no ElectraTextClassifier: see `electra_classifier`.
 }
 
@@ -239,15 +244,18 @@ def _saved_head(handle: str, class_name: str) -> dict | None:
 
 
 def check_family(model) -> str:
-    """The backbone family name of a classifier, or ModelSourceError for anything else."""
+    """The family name of a classifier ("bert", "albert", ...: `tfbertopt.surgery.family_of`), or
+    ModelSourceError for anything else."""
     backbone = getattr(model, "backbone", None)
-    family = type(backbone).__name__ if backbone is not None else None
-    if family not in FAMILIES:
+    try:
+        if backbone is None:
+            raise UnsupportedModelError("no backbone")
+        return family_of(model)
+    except UnsupportedModelError:
         raise ModelSourceError(
-            f"{type(model).__name__} is not a keras-hub BERT-family classifier (its backbone is {family}); "
-            f"tfbertopt supports {sorted(FAMILIES)}."
-        )
-    return family
+            f"{type(model).__name__} is not a keras-hub BERT-family classifier (its backbone is "
+            f"{type(backbone).__name__}); tfbertopt supports {sorted(FAMILIES)}."
+        ) from None
 
 
 def electra_classifier(backbone, num_classes: int, preprocessor=None, dropout: float = 0.1, **kwargs):
@@ -289,3 +297,99 @@ def tiny_bert_classifier(
     )
     return keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=num_classes, preprocessor=preprocessor,
                                                dropout=dropout)
+
+
+TINY_FAMILIES = ("bert", "electra", "albert", "roberta", "xlm_roberta", "distilbert", "deberta_v3")
+
+
+def tiny_classifier(family: str = "bert", vocabulary: list[str] | None = None, num_classes: int = 2,
+                    num_layers: int = 2, hidden_dim: int = 16, num_heads: int = 2, intermediate_dim: int = 32,
+                    embedding_dim: int | None = None, sequence_length: int = 16, seed: int = 0,
+                    dropout: float = 0.0):
+    """A small randomly initialised keras-hub classifier of `family` (one of `TINY_FAMILIES`) with its own
+    tokenizer over `vocabulary` (default: the demo data's words), for tests, docs and `model: demo-<family>`.
+
+    BERT, ELECTRA and DistilBERT get a WordPiece vocabulary, RoBERTa a byte-level BPE one, ALBERT, XLM-RoBERTa and
+    DeBERTa-v3 a SentencePiece model trained on the words. `embedding_dim` is ELECTRA's and ALBERT's E (default:
+    H / 2 for ALBERT, H for ELECTRA). ELECTRA sits under a `BertTextClassifier` (keras-hub has no ELECTRA task).
+
+    Example:
+
+    >>> from tfbertopt.models import tiny_classifier
+    >>> clf = tiny_classifier("roberta")
+    >>> type(clf).__name__, clf.predict(["the movie is great"], verbose=0).shape
+    ('RobertaTextClassifier', (1, 2))
+    """
+    from tfbertopt.data.demo import demo_vocabulary
+
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose from {list(TINY_FAMILIES)}")
+    words = list(dict.fromkeys(vocabulary if vocabulary is not None else demo_vocabulary()))
+    keras.utils.set_random_seed(seed)
+    shape = dict(num_layers=num_layers, num_heads=num_heads, hidden_dim=hidden_dim, intermediate_dim=intermediate_dim,
+                 dropout=dropout, max_sequence_length=max(sequence_length, 32))
+    m = keras_hub.models
+    if family in ("bert", "electra", "distilbert"):
+        tokenizer_cls = {"bert": m.BertTokenizer, "electra": m.ElectraTokenizer,
+                         "distilbert": m.DistilBertTokenizer}[family]
+        tokenizer = tokenizer_cls(vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words, lowercase=True)
+    elif family == "roberta":
+        tokenizer = m.RobertaTokenizer(**_tiny_bpe(words))
+    else:
+        tokenizer = {"albert": m.AlbertTokenizer, "xlm_roberta": m.XLMRobertaTokenizer,
+                     "deberta_v3": m.DebertaV3Tokenizer}[family](proto=_tiny_sentencepiece(family, words))
+    vocabulary_size = tokenizer.vocabulary_size()
+    if family == "bert":
+        backbone = m.BertBackbone(vocabulary_size=vocabulary_size, **shape)
+    elif family == "electra":
+        backbone = m.ElectraBackbone(vocab_size=vocabulary_size, embedding_dim=embedding_dim or hidden_dim, **shape)
+    elif family == "albert":
+        backbone = m.AlbertBackbone(vocabulary_size=vocabulary_size, embedding_dim=embedding_dim or hidden_dim // 2,
+                                    **shape)
+    elif family == "deberta_v3":
+        backbone = m.DebertaV3Backbone(vocabulary_size=vocabulary_size, bucket_size=8, **shape)
+    else:
+        backbone = {"roberta": m.RobertaBackbone, "xlm_roberta": m.XLMRobertaBackbone,
+                    "distilbert": m.DistilBertBackbone}[family](vocabulary_size=vocabulary_size, **shape)
+    task = "BertTextClassifier" if family == "electra" else FAMILIES[type(backbone).__name__]
+    task_cls = getattr(m, task)
+    preprocessor = task_cls.preprocessor_cls(tokenizer, sequence_length=sequence_length)
+    return task_cls(backbone=backbone, num_classes=num_classes, preprocessor=preprocessor, dropout=dropout)
+
+
+def _tiny_bpe(words: list[str]) -> dict:
+    """A byte-level BPE vocabulary and merges that spell each word whole, with and without its leading space."""
+    vocabulary, merges = {"<s>": 0, "<pad>": 1, "</s>": 2, "<mask>": 3}, []
+    for word in words:
+        for form in (word, "\u0120" + word):
+            for token in list(form):
+                vocabulary.setdefault(token, len(vocabulary))
+            piece = form[0]
+            for char in form[1:]:
+                merge = f"{piece} {char}"
+                if merge not in merges:
+                    merges.append(merge)
+                piece += char
+                vocabulary.setdefault(piece, len(vocabulary))
+    return {"vocabulary": vocabulary, "merges": merges}
+
+
+def _tiny_sentencepiece(family: str, words: list[str]) -> bytes:
+    """A SentencePiece WORD model over `words` with the special pieces `family`'s keras-hub tokenizer expects."""
+    import io
+
+    import sentencepiece
+
+    specials = {
+        "albert": dict(pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece="<pad>", unk_piece="<unk>",
+                       bos_piece="[CLS]", eos_piece="[SEP]", user_defined_symbols="[MASK]"),
+        "xlm_roberta": dict(unk_id=0, bos_id=1, eos_id=2),
+        "deberta_v3": dict(pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]",
+                           eos_piece="[SEP]", unk_piece="[UNK]", user_defined_symbols="[MASK]"),
+    }[family]
+    n_special = sum(k.endswith("_id") and v >= 0 for k, v in specials.items()) + ("user_defined_symbols" in specials)
+    proto = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter([" ".join(words)] * 2), model_writer=proto, vocab_size=len(words) + n_special,
+        model_type="WORD", minloglevel=2, **specials)
+    return proto.getvalue()

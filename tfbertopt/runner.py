@@ -22,8 +22,13 @@ import time
 from tfbertopt import saving
 from tfbertopt.data.pipeline import encode
 from tfbertopt.data.tasks import get_task
+from tfbertopt.kernels import UnsupportedModelError
 
 logger = logging.getLogger(__name__)
+
+
+class StageError(RuntimeError):
+    """A recipe stage that cannot run on this model or with these options; the message names the stage and why."""
 
 
 def say(message: str) -> None:
@@ -79,6 +84,14 @@ def build_model(recipe: dict):
         say("model: DEMO tiny BERT (2 layers, H64, random init) over the synthetic demo vocabulary")
         return models.tiny_bert_classifier(demo_vocabulary(), num_classes=task.num_classes,
                                            sequence_length=recipe["sequence_length"], seed=recipe["seed"])
+    if recipe["model"].startswith("demo-"):
+        family = recipe["model"][len("demo-"):]
+        if family not in models.TINY_FAMILIES:
+            raise models.ModelSourceError(f"model {recipe['model']!r}: no tiny {family!r} classifier; demo models "
+                                          f"are {['demo-' + f for f in models.TINY_FAMILIES]}")
+        say(f"model: DEMO tiny {family} (2 layers, H16, random init) over the synthetic demo vocabulary")
+        return models.tiny_classifier(family, num_classes=task.num_classes, sequence_length=recipe["sequence_length"],
+                                      seed=recipe["seed"])
     source = _resolve_dir(recipe, recipe["model"])
     say(f"model: {source}")
     return models.load_classifier(source, num_classes=task.num_classes, sequence_length=recipe["sequence_length"])
@@ -525,7 +538,10 @@ def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
         started = time.time()
         say(f"stage {key}: start")
         extra = {"index": i} if name == "distill" else {}
-        outputs = STAGE_FUNCTIONS[name](run, options, run.stage_dir(i, name), train, dev, **extra)
+        try:
+            outputs = STAGE_FUNCTIONS[name](run, options, run.stage_dir(i, name), train, dev, **extra)
+        except (UnsupportedModelError, ValueError) as e:    # the method refuses this model or these options
+            raise StageError(f"stage {key} cannot run: {e}") from e
         outputs["seconds"] = round(time.time() - started, 1)
         run.finish(key, outputs)
         say(f"stage {key}: done in {outputs['seconds']:.0f} s")

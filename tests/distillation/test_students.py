@@ -69,5 +69,7 @@ def test_narrow_student_of_another_family():
     albert = keras_hub.models.AlbertTextClassifier(keras_hub.models.AlbertBackbone(
         vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, embedding_dim=8, intermediate_dim=32,
         max_sequence_length=16), num_classes=3, preprocessor=None)
+    one = student_from_teacher(albert, [1])          # ALBERT's depths are unshared first: one layer of its own
+    assert isinstance(one, keras_hub.models.AlbertTextClassifier) and one.backbone.encoder_call_order == [0]
     with pytest.raises(UnsupportedModelError, match="AlbertBackbone"):
-        student_from_teacher(albert, [0])
+        narrow_student(albert, hidden_dim=8, num_layers=1, num_heads=1, intermediate_dim=8)

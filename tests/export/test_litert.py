@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfbertopt.data.pipeline import encode, without_preprocessor
+from tfbertopt.data.pipeline import encode
 from tfbertopt.export.litert import ExportError, export_litert, op_counts
 from tfbertopt.export.verify import VerificationError, run_litert, verify_litert
 from tfbertopt.train import predict_logits

@@ -53,7 +53,7 @@ def test_litert_stores_shared_weights_once(bert4, demo_data, tmp_path):
 
 
 def test_bad_groups_are_named(bert4):
-    from tfbertopt.pruning.structured import plan_drop_layers, shrink, StructurePlan, full_plan
+    from tfbertopt.pruning.structured import shrink, full_plan
 
     assert sharing_groups("pairs", 5) == [[0, 1], [2, 3], [4]]
     with pytest.raises(ValueError, match="more than one group"):

@@ -7,7 +7,6 @@ import pytest
 from tfbertopt.data.pipeline import encode
 from tfbertopt.kernels import encoder_layers, encoder_shapes, find_kernels
 from tfbertopt.pruning.structured import (
-    StructurePlan,
     full_plan,
     plan_by_importance,
     plan_drop_layers,
@@ -216,22 +215,18 @@ def test_other_families_shrink_exactly_save_load_and_export(family, tmp_path):
     assert with_layerdrop(clf, 0.2).backbone.layerdrop == 0.2
 
 
-def test_unsupported_families_get_a_clear_error():
-    import keras_hub
-
+def test_shrink_refuses_what_it_would_break():
+    from tfbertopt.factorization import factorize, share_layers
     from tfbertopt.kernels import UnsupportedModelError
+    from tfbertopt.models import tiny_classifier
+    from tfbertopt.quantization import quantize_model
 
-    backbone = keras_hub.models.AlbertBackbone(vocabulary_size=30, num_layers=2, num_heads=2, hidden_dim=8,
-                                               embedding_dim=4, intermediate_dim=16, max_sequence_length=16)
-    clf = keras_hub.models.AlbertTextClassifier(backbone=backbone, num_classes=2, preprocessor=None)
-    with pytest.raises(UnsupportedModelError, match="AlbertBackbone .*shared across depth"):
-        shrink(clf, full_plan(clf))
-    electra = _family_classifier("Electra")
-    factorized = keras_hub.models.ElectraBackbone(vocab_size=40, num_layers=1, num_heads=2, hidden_dim=16,
-                                                  embedding_dim=8, intermediate_dim=16, max_sequence_length=16)
-    with pytest.raises(UnsupportedModelError, match="embedding_dim == hidden_dim"):
-        shrink(type(electra)(backbone=factorized, num_classes=2, preprocessor=None), full_plan(factorized))
-    from tfbertopt.factorization import factorize_embeddings
-
-    with pytest.raises(UnsupportedModelError, match="factorization, sharing and quantization-aware training rebuild BERT backbones"):
-        factorize_embeddings(_family_classifier("Roberta"), dim=4)
+    clf = tiny_classifier("roberta")
+    with pytest.raises(UnsupportedModelError, match="discard its trained ranges"):
+        shrink(quantize_model(clf), full_plan(clf))
+    with pytest.raises(UnsupportedModelError, match="layer 0 is factorized"):
+        shrink(factorize(clf, rank=4), full_plan(clf))
+    with pytest.raises(UnsupportedModelError, match="shares only its attention"):
+        shrink(share_layers(clf, "all", parts=["attention"]), full_plan(clf))
+    with pytest.raises(UnsupportedModelError, match="disentangled attention"):
+        shrink(tiny_classifier("deberta_v3"), full_plan(clf))

@@ -9,6 +9,7 @@ import pytest
 
 from tfbertopt.data.pipeline import encode
 from tfbertopt.kernels import UnsupportedModelError, find_kernels
+from tfbertopt.models import tiny_classifier as tiny_classifier_of
 from tfbertopt.quantization import (activation_quantizers, activation_ranges, calibrate_ranges, is_quantized,
                                     quantize_model, uninitialized_quantizers)
 from tfbertopt.train import finetune, predict_logits
@@ -111,7 +112,8 @@ def test_bad_input_is_refused_by_name(tiny_classifier, qat_model):
     backbone = keras_hub.models.DistilBertBackbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8,
                                                    intermediate_dim=16)
     distil = keras_hub.models.DistilBertTextClassifier(backbone=backbone, num_classes=2, preprocessor=None)
-    with pytest.raises(UnsupportedModelError):
-        quantize_model(distil)
+    assert type(quantize_model(distil)) is type(distil)     # every family tfbertopt.surgery reads
+    with pytest.raises(UnsupportedModelError, match="disentangled attention"):
+        quantize_model(tiny_classifier_of("deberta_v3"))
     with pytest.raises(ValueError, match="no activation quantizers"):
         calibrate_ranges(tiny_classifier, {"token_ids": np.ones((2, 16), "int32")})

@@ -6,7 +6,6 @@ import pytest
 from tfbertopt.data.pipeline import encode
 from tfbertopt.export.litert import export_litert
 from tfbertopt.export.verify import run_litert
-from tfbertopt.kernels import find_kernels
 from tfbertopt.quantization import QuantizationConfig, activation_quantizers, quantize_model
 from tfbertopt.train import predict_logits
 

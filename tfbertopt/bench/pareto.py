@@ -415,7 +415,7 @@ def plot_pareto(points: Sequence[Point], out_dir, task: str | None = "sst2") -> 
     threads = "2 threads" + ("; 1 thread where a run timed only that" if one_thread else "")
     _plot_one(plt, pts, latency_path, "speedup", "larger",
               f"{name}: accuracy vs speed-up over each file's own baseline (Pareto front in blue)",
-              f"speed-up = own baseline's latency / this latency (log scale; larger is better)",
+              "speed-up = own baseline's latency / this latency (log scale; larger is better)",
               common + f" Speed-up: LiteRT batch 1, {threads}, median, against the baseline row timed in the same "
               "run (files were timed in different runs, so milliseconds are not compared across files; "
               "differences of a few % are noise).", log_x=True)

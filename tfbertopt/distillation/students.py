@@ -1,8 +1,9 @@
 """Students that share the teacher's tokenizer: fewer layers initialised from the teacher, or a narrower fresh model.
 
 - `student_from_teacher(teacher, layers)`: DistilBERT's initialisation. Keeps the chosen encoder layers of a BERT
-  teacher (embeddings, pooler and head copied too) through structured pruning's `plan_drop_layers` + `shrink`, so
-  the student is an ordinary `BertTextClassifier` (over a `PrunedBertBackbone`) that saves, loads and exports.
+  teacher of any family (embeddings, pooler and head copied too) through structured pruning's `plan_drop_layers`
+  + `shrink`, so the student is a classifier of the teacher's own class (over a `CompressedBackbone`) that saves,
+  loads and exports.
 - `narrow_student(teacher, ...)`: a randomly initialised classifier of the teacher's family, vocabulary, sequence
   length and number of classes, with any width and depth (TinyBERT-style students; needs a projection for hidden
   state losses, which `Distiller` adds).
@@ -26,19 +27,23 @@ from __future__ import annotations
 
 import keras
 
-from tfbertopt.kernels import UnsupportedModelError, encoder_layers, find_kernels, get_backbone
+from tfbertopt.factorization import unshare_layers
+from tfbertopt.kernels import UnsupportedModelError, encoder_call_counts, encoder_layers, find_kernels, get_backbone
 from tfbertopt.pruning.structured import plan_drop_layers, shrink
 
 
 def student_from_teacher(teacher, layers="every_other"):
-    """A shallower copy of a BERT, MiniLM, ELECTRA (E = H), RoBERTa or DistilBERT classifier keeping encoder layers
-    `layers` (0-based, kept in the teacher's order) or "every_other" (layers 0, 2, 4, ...), with the teacher's
-    embeddings, pooler, head and preprocessor (DistilBERT's own initialisation, Sanh et al. 2019).
+    """A shallower copy of a classifier of any family `tfbertopt.surgery` reads, keeping encoder layers `layers`
+    (0-based depths, kept in the teacher's order) or "every_other" (layers 0, 2, 4, ...), with the teacher's
+    embeddings, pooler, head and preprocessor (DistilBERT's own initialisation, Sanh et al. 2019). A teacher that
+    shares layers (ALBERT) is unshared first, so each kept depth becomes a layer of its own.
 
     Raises:
       ValueError: an empty selection, or an index outside the teacher's depth.
-      UnsupportedModelError: a family `tfbertopt.pruning.structured.shrink` cannot rebuild (ALBERT).
+      UnsupportedModelError: a family `tfbertopt.surgery` cannot rebuild (DeBERTa-v3).
     """
+    if any(count > 1 for count in encoder_call_counts(teacher)):
+        teacher = unshare_layers(teacher)
     n = len(encoder_layers(teacher))
     if isinstance(layers, str):
         if layers != "every_other":

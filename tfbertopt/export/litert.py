@@ -284,8 +284,6 @@ def export_litert(
       ExportError: a non-builtin (Flex/custom) op, or a failed conversion; the message names the ops.
       ValueError: an unknown quantization, or a missing/malformed calibration set for "int8"/"16x8".
     """
-    import tensorflow as tf
-
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization '{quantization}'; choose one of {QUANTIZATIONS}")
     resolve_masking(attention_masking, quantization)

@@ -53,7 +53,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 
 import numpy as np
 

@@ -23,14 +23,24 @@ import logging
 
 import numpy as np
 
-from tfbertopt.factorization.rebuild import as_pruned_bert, rebuild
+from tfbertopt.kernels import UnsupportedModelError
+from tfbertopt.surgery import as_compressed, rebuild
 
 logger = logging.getLogger(__name__)
 
 
 def token_table(model) -> np.ndarray:
-    """The effective V x H token embedding of a (possibly already factorized) BERT classifier."""
-    backbone = as_pruned_bert(model).backbone
+    """The effective V x H token embedding of a (possibly already factorized) classifier.
+
+    Raises:
+      UnsupportedModelError: an ALBERT/ELECTRA-style E-wide embedding (its projection follows the LayerNorm).
+    """
+    backbone = as_compressed(model).backbone
+    if backbone.embedding_projection is not None and backbone.embedding_projection_kind == "after_norm":
+        raise UnsupportedModelError(
+            f"this model's embeddings are already {backbone.embedding_dim} wide (ALBERT/ELECTRA layout): tokens, "
+            f"positions and segments are added and normalised at that width before the projection to "
+            f"{backbone.hidden_dim}, so there is no V x H token table to factorize")
     table = np.asarray(backbone.token_embedding.embeddings, dtype=np.float64)
     if backbone.embedding_projection is not None:
         table = table @ np.asarray(backbone.embedding_projection.kernel, dtype=np.float64)
@@ -44,7 +54,7 @@ def factorize_embeddings(model, dim: int | None = None, max_params: int | None =
     Raises:
       ValueError: neither or both of dim / max_params, E outside 1..H, a budget below E = 1.
     """
-    source = as_pruned_bert(model)
+    source = as_compressed(model)
     table = token_table(source)
     vocab, hidden = table.shape
     if (dim is None) == (max_params is None):

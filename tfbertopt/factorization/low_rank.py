@@ -33,7 +33,7 @@ import logging
 import numpy as np
 
 from tfbertopt.factorization import rank as rank_lib
-from tfbertopt.factorization.rebuild import as_pruned_bert, rebuild
+from tfbertopt.surgery import as_compressed, rebuild
 from tfbertopt.kernels import ENCODER_DENSE_ROLES, expand_roles, find_kernels, get_backbone, kernel_shape
 
 logger = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def factorize(model, plan: FactorizationPlan | None = None, **plan_options):
     """A new classifier with the kernels of `plan` (or of `plan_factorization(model, **plan_options)`) replaced
     by their truncated-SVD factor pairs; every other weight copied."""
     plan = plan if plan is not None else plan_factorization(model, **plan_options)
-    source = as_pruned_bert(model)
+    source = as_compressed(model)
     specs = [dict(spec) for spec in source.backbone.layer_specs]
     values = {}
     refs = {(r.layer_index, r.role): r for r in find_kernels(source, roles=ENCODER_DENSE_ROLES)}
@@ -156,6 +156,6 @@ def factorize(model, plan: FactorizationPlan | None = None, **plan_options):
         values[f"{base}/factor_in"] = (u[:, :r] * root).reshape(shape[:split] + (r,))
         values[f"{base}/factor_out"] = (root[:, None] * vt[:r]).reshape((r,) + shape[split:])
         values[f"{base}/bias"] = np.asarray(ref.layer.bias)
-    new = rebuild(source, specs, values=values)
+    new = rebuild(source, values=values, layer_specs=specs)
     logger.info("factorized: %s", plan.summary())
     return new

@@ -8,10 +8,13 @@ recover. MACs are unchanged (every layer still runs); weights and file size shri
 `parts=("attention",)` or `("ffn",)` shares only the attention block or only the FFN kernels (ALBERT's
 shared-attention and shared-FFN settings); each layer keeps its own LayerNorms then.
 
+`unshare_layers(model)` undoes any sharing (ALBERT's own included): every layer gets its own copy of the weights
+it called, so the logits stay the same while structured pruning and layer dropping can treat the layers apart.
+
 Example:
 
 >>> from tfbertopt.models import tiny_bert_classifier
->>> from tfbertopt.factorization import share_layers
+>>> from tfbertopt.factorization import share_layers, unshare_layers
 >>> clf = tiny_bert_classifier(["good", "bad"], num_layers=4)
 >>> shared = share_layers(clf, "pairs")        # (0, 1) and (2, 3)
 >>> len(shared.backbone.transformer_layers), shared.backbone.encoder_call_order
@@ -20,6 +23,8 @@ Example:
 >>> layers = ffn.backbone.transformer_layers
 >>> layers[3]._feedforward_output_dense is layers[0]._feedforward_output_dense, len(layers)
 (True, 4)
+>>> [l.name for l in unshare_layers(shared).backbone.transformer_layers]
+['transformer_layer_0', 'transformer_layer_1', 'transformer_layer_2', 'transformer_layer_3']
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import logging
 
 import numpy as np
 
-from tfbertopt.factorization.rebuild import as_pruned_bert, rebuild
+from tfbertopt.surgery import as_compressed, rebuild
 from tfbertopt.kernels import encoder_layers
 
 logger = logging.getLogger(__name__)
@@ -83,7 +88,7 @@ def share_layers(model, groups="pairs", init: str = "average", parts=PARTS):
     if not parts or any(p not in PARTS for p in parts):
         raise ValueError(f"parts must be a non-empty subset of {PARTS}, got {parts!r}")
     whole = set(parts) == set(PARTS)
-    source = as_pruned_bert(model)
+    source = as_compressed(model)
     specs = [dict(spec) for spec in source.backbone.layer_specs]
     if any(spec.get(k) is not None for spec in specs for k in SHARE_KEYS):
         raise ValueError("this model already shares layers; share from the unshared model")
@@ -112,6 +117,35 @@ def share_layers(model, groups="pairs", init: str = "average", parts=PARTS):
 
             for k, w in enumerate(weights(leader)):
                 values[w.path] = np.mean([np.asarray(weights(i)[k]) for i in group], axis=0)
-    new = rebuild(source, specs, values=values)
+    new = rebuild(source, values=values, layer_specs=specs)
     logger.info("shared %s: %s", "+".join(parts), groups)
+    return new
+
+
+def unshare_layers(model):
+    """A new classifier in which every encoder layer owns its weights: each shared layer (ALBERT's, or one made by
+    `share_layers`) becomes a copy of the weights it called, so the logits are unchanged.
+
+    Raises:
+      ValueError: the model shares nothing.
+    """
+    source = as_compressed(model)
+    specs = [dict(spec) for spec in source.backbone.layer_specs]
+    if not any(spec.get(k) is not None for spec in specs for k in SHARE_KEYS):
+        raise ValueError("this model shares no layers; there is nothing to unshare")
+    owners = {}            # position -> the position whose encoder object it calls
+    for i, spec in enumerate(specs):
+        j = spec.get("shared_with")
+        owners[i] = i if j is None else owners[j]
+    by_position = dict(zip((i for i in owners if owners[i] == i), encoder_layers(source)))
+    values = {}
+    for i, spec in enumerate(specs):
+        for part in PARTS:
+            donor = spec.pop(f"{part}_shared_with", None)
+            if donor is not None:
+                for w in _part_weights(by_position[donor], part):
+                    values[f"transformer_layer_{i}/{w.path.split('/', 1)[1]}"] = np.asarray(w)
+        spec.pop("shared_with", None)
+    new = rebuild(source, values=values, sources=owners, layer_specs=specs)
+    logger.info("unshared %d layers", len(specs))
     return new

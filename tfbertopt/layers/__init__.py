@@ -1,15 +1,16 @@
 """Serializable Keras layers and backbones that tfbertopt's compressions produce (one per file)."""
 
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
+from tfbertopt.layers.compressed_backbone import CompressedBackbone, PrunedBertBackbone
+from tfbertopt.layers.compressed_transformer_encoder import CompressedTransformerEncoder, PrunedTransformerEncoder
 from tfbertopt.layers.low_rank_einsum_dense import LowRankEinsumDense
 from tfbertopt.layers.low_rank_multi_head_attention import LowRankMultiHeadAttention
-from tfbertopt.layers.pruned_bert_backbone import PrunedBertBackbone
 from tfbertopt.layers.pruned_roberta_backbone import PrunedRobertaBackbone
-from tfbertopt.layers.pruned_transformer_encoder import PrunedTransformerEncoder
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
 from tfbertopt.layers.quantized_multi_head_attention import QuantizedMultiHeadAttention
 
-__all__ = ["PrunedTransformerEncoder", "PrunedBertBackbone", "PrunedRobertaBackbone", "LowRankEinsumDense",
-           "LowRankMultiHeadAttention", "ActivationQuantizer", "QuantizedEinsumDense", "QuantizedMultiHeadAttention",
-           "QuantizedLayerNormalization"]
+__all__ = ["CompressedBackbone", "CompressedTransformerEncoder", "LowRankEinsumDense", "LowRankMultiHeadAttention",
+           "ActivationQuantizer", "QuantizedEinsumDense", "QuantizedMultiHeadAttention", "QuantizedLayerNormalization",
+           # names of earlier releases, kept so that their .keras files load
+           "PrunedBertBackbone", "PrunedRobertaBackbone", "PrunedTransformerEncoder"]

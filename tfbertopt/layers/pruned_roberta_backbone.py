@@ -1,12 +1,7 @@
-"""A RoBERTa/DistilBERT backbone whose layers may each have their own head count, head size and FFN width.
+"""Load-only: the RoBERTa/DistilBERT backbone that tfbertopt 0.1 shrank to; `CompressedBackbone` replaces it.
 
-It is RobertaBackbone's and DistilBertBackbone's graph (one `TokenAndPositionEmbedding`, no segment embedding,
-LayerNorm, encoder stack, the sequence output as the model's only output) with `PrunedTransformerEncoder` layers
-described by `layer_specs`, so structured pruning and layer dropping produce a smaller ordinary Keras model that
-`RobertaTextClassifier` / `DistilBertTextClassifier` wrap, save, load, fine-tune and export, as `PrunedBertBackbone`
-does for BERT. The two families differ only in names and constants, which are config: the embedding layer's name
-(`"embeddings"` in RoBERTa, `"token_and_position_embedding"` in DistilBERT) and the LayerNorm epsilon (1e-5 in
-RoBERTa, 1e-12 in DistilBERT). Both use the exact GELU.
+Kept so that `.keras` files saved by tfbertopt 0.1 load with the same logits; `tfbertopt.surgery` reads it like any
+keras-hub backbone, so every method works on a loaded one (and produces a `CompressedBackbone`).
 
 Example:
 
@@ -24,7 +19,7 @@ import keras
 from keras_hub.layers import TokenAndPositionEmbedding
 from keras_hub.models import Backbone
 
-from tfbertopt.layers.pruned_transformer_encoder import PrunedTransformerEncoder
+from tfbertopt.layers.compressed_transformer_encoder import PrunedTransformerEncoder
 
 
 @keras.saving.register_keras_serializable(package="tfbertopt")

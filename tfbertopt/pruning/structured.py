@@ -7,10 +7,9 @@
 2. Plan: `plan_by_importance` drops the lowest-scoring heads and neurons, ranked across all layers (at least
    `min_heads` / `min_neurons` stay in each layer); `plan_drop_layers` drops whole layers ("drop 4 and 6", or
    every other layer).
-3. Shrink: `shrink(model, plan)` builds a smaller ordinary classifier of the same kind (BERT, MiniLM, ELECTRA
-   with E = H: `BertTextClassifier` over a `PrunedBertBackbone`; RoBERTa, DistilBERT: their own classifier over a
-   `PrunedRobertaBackbone`), each layer with its own head count and FFN width, and copies the kept weights; it
-   saves, loads, fine-tunes and exports like any other model. `with_layerdrop(model, rate)` gives the same model, unpruned, that skips each
+3. Shrink: `shrink(model, plan)` builds a smaller ordinary classifier of the same kind (its own task class over a
+   `CompressedBackbone`, through `tfbertopt.surgery`), each layer with its own head count and FFN width, and copies
+   the kept weights; it saves, loads, fine-tunes and exports like any other model. `with_layerdrop(model, rate)` gives the same model, unpruned, that skips each
    layer with probability `rate` while training (LayerDrop), so that layers can be dropped afterwards.
 
 Example:
@@ -28,10 +27,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import keras
 import numpy as np
 
-from tfbertopt.kernels import UnsupportedModelError, encoder_layers, encoder_shapes, get_backbone
+from tfbertopt.kernels import UnsupportedModelError, encoder_call_counts, encoder_layers, encoder_shapes, get_backbone
+from tfbertopt.surgery import as_compressed, rebuild
 
 logger = logging.getLogger(__name__)
 
@@ -62,38 +61,19 @@ def full_plan(model) -> StructurePlan:
     )
 
 
-def shrink_family(model) -> str:
-    """The family `shrink` rebuilds `model` as: "bert" (BERT, MiniLM, ELECTRA with E = H) or "roberta" (RoBERTa,
-    DistilBERT); anything else is an UnsupportedModelError that says why."""
-    import keras_hub
-
-    from tfbertopt.layers import PrunedBertBackbone, PrunedRobertaBackbone
-
-    backbone = get_backbone(model)
-    if isinstance(backbone, keras_hub.models.ElectraBackbone) and backbone.embedding_dim != backbone.hidden_dim:
-        raise UnsupportedModelError(
-            f"shrink supports ELECTRA only with embedding_dim == hidden_dim (then it is BERT-shaped); this one "
-            f"projects {backbone.embedding_dim}-wide embeddings to {backbone.hidden_dim}")
-    if isinstance(backbone, (keras_hub.models.BertBackbone, keras_hub.models.ElectraBackbone, PrunedBertBackbone)):
-        family = "bert"
-    elif isinstance(backbone, (keras_hub.models.RobertaBackbone, keras_hub.models.DistilBertBackbone,
-                               PrunedRobertaBackbone)):
-        family = "roberta"
-    else:
-        raise UnsupportedModelError(
-            f"structured pruning and shrinking support BERT, MiniLM, ELECTRA (E = H), RoBERTa and DistilBERT "
-            f"backbones; got {type(backbone).__name__}"
-            + (" (its encoder layers are shared across depth, so heads cannot be pruned per layer)"
-               if isinstance(backbone, keras_hub.models.AlbertBackbone) else ""))
-    if isinstance(backbone, PrunedBertBackbone) and (
-            backbone.embedding_dim is not None or any(spec.get("ranks") or spec.get("shared_with") is not None
-                                                      for spec in backbone.layer_specs)):
-        raise UnsupportedModelError("structured pruning works on dense, unshared layers: prune and shrink first, "
-                                    "then factorize or share (tfbertopt.factorization)")
-    if getattr(model, "backbone", None) is None or not hasattr(model, "output_dense"):
-        raise UnsupportedModelError("shrink needs a keras-hub text classifier (backbone + output_dense), e.g. "
-                                    "BertTextClassifier")
-    return family
+def check_shrinkable(model) -> None:
+    """UnsupportedModelError, saying why, when `shrink` cannot remove heads or neurons from `model`: DeBERTa-v3
+    (see `tfbertopt.surgery.describe`), a quantization-aware model, or one with low-rank or block-shared layers."""
+    backbone = get_backbone(as_compressed(model))
+    if backbone.quantization is not None:
+        raise UnsupportedModelError("structured pruning of a quantization-aware model would discard its trained "
+                                    "ranges; prune and shrink first, then quantize (tfbertopt.quantization)")
+    for i, spec in enumerate(backbone.layer_specs):
+        if spec.get("ranks"):
+            raise UnsupportedModelError(f"layer {i} is factorized (low-rank); prune and shrink first, then factorize")
+        if spec.get("attention_shared_with") is not None or spec.get("ffn_shared_with") is not None:
+            raise UnsupportedModelError(f"layer {i} shares only its attention or FFN block with another layer, so "
+                                        f"its heads cannot be chosen apart from it; prune first, then share")
 
 
 def structure_importance(model, features: dict, labels: np.ndarray, task, batches: int = 16,
@@ -165,6 +145,11 @@ def plan_drop_layers(model, drop="every_other", plan: StructurePlan | None = Non
     "every_other" (drops layers 2, 4, ...; keeps the first)."""
     plan = plan or full_plan(model)
     n = len(encoder_layers(model))
+    calls = encoder_call_counts(model)
+    if any(c > 1 for c in calls):
+        raise UnsupportedModelError(
+            f"this model calls {n} shared encoder layer(s) at {sum(calls)} depths, and a plan drops encoder layers, "
+            f"not single calls of one; unshare first (tfbertopt.factorization.unshare_layers) to drop depths")
     if drop == "every_other":
         numbers = list(range(2, n + 1, 2))
     else:
@@ -178,94 +163,61 @@ def plan_drop_layers(model, drop="every_other", plan: StructurePlan | None = Non
     return StructurePlan(layers=kept, heads=plan.heads, neurons=plan.neurons)
 
 
-def _copy(dst, src_value):
-    dst.assign(np.asarray(src_value))
+# Encoder weight (path after "transformer_layer_<i>/") -> which axis keeps heads or neurons, and which.
+_SLICES = {
+    **{f"self_attention_layer/{p}/kernel": ("heads", 1) for p in ("query", "key", "value")},
+    **{f"self_attention_layer/{p}/bias": ("heads", 0) for p in ("query", "key", "value")},
+    "self_attention_layer/attention_output/kernel": ("heads", 0),
+    "feedforward_intermediate_dense/kernel": ("neurons", 1),
+    "feedforward_intermediate_dense/bias": ("neurons", 0),
+    "feedforward_output_dense/kernel": ("neurons", 0),
+}
 
 
-def _copy_encoder(src, dst, heads: np.ndarray, neurons: np.ndarray):
-    """Copies the kept heads and FFN neurons of encoder `src` into the smaller encoder `dst`."""
-    src_att, dst_att = src._self_attention_layer, dst._self_attention_layer
-    for part in ("_query_dense", "_key_dense", "_value_dense"):
-        s, d = getattr(src_att, part), getattr(dst_att, part)
-        _copy(d.kernel, np.asarray(s.kernel)[:, heads, :])
-        _copy(d.bias, np.asarray(s.bias)[heads, :])
-    _copy(dst_att._output_dense.kernel, np.asarray(src_att._output_dense.kernel)[heads, :, :])
-    _copy(dst_att._output_dense.bias, src_att._output_dense.bias)
-    for norm in ("_self_attention_layer_norm", "_feedforward_layer_norm"):
-        getattr(dst, norm).set_weights(getattr(src, norm).get_weights())
-    _copy(dst._feedforward_intermediate_dense.kernel,
-          np.asarray(src._feedforward_intermediate_dense.kernel)[:, neurons])
-    _copy(dst._feedforward_intermediate_dense.bias, np.asarray(src._feedforward_intermediate_dense.bias)[neurons])
-    _copy(dst._feedforward_output_dense.kernel, np.asarray(src._feedforward_output_dense.kernel)[neurons, :])
-    _copy(dst._feedforward_output_dense.bias, src._feedforward_output_dense.bias)
+def _encoder_values(encoder, position: int, heads, neurons) -> dict:
+    """The kept slices of `encoder`'s weights, keyed by their paths at new encoder `position`."""
+    values = {}
+    for w in encoder.weights:
+        rest = w.path.split("/", 1)[1]
+        value = np.asarray(w)
+        if rest in _SLICES:
+            which, axis = _SLICES[rest]
+            value = np.take(value, heads if which == "heads" else neurons, axis=axis)
+        values[f"transformer_layer_{position}/{rest}"] = value
+    return values
 
 
-def _smaller_backbone(family: str, backbone, specs: list[dict], layerdrop: float):
-    """The pruned backbone of `family` with `specs`, its embeddings (and BERT's pooler) copied from `backbone`."""
-    import keras_hub
-
-    from tfbertopt.layers import PrunedBertBackbone, PrunedRobertaBackbone
-
-    if family == "bert":
-        new = PrunedBertBackbone(
-            # ELECTRA names it vocab_size
-            vocabulary_size=getattr(backbone, "vocabulary_size", None) or backbone.vocab_size,
-            hidden_dim=backbone.hidden_dim, layer_specs=specs, dropout=backbone.dropout,
-            max_sequence_length=backbone.max_sequence_length, num_segments=backbone.num_segments,
-            layerdrop=layerdrop, dtype=backbone.dtype_policy)
-        names = ("token_embedding", "position_embedding", "segment_embedding", "embeddings_layer_norm",
-                 "pooled_dense")
-    else:
-        embeddings = next(l for l in backbone.layers if isinstance(l, keras_hub.layers.TokenAndPositionEmbedding))
-        norm = backbone.get_layer("embeddings_layer_norm")
-        new = PrunedRobertaBackbone(
-            vocabulary_size=backbone.vocabulary_size, hidden_dim=backbone.hidden_dim, layer_specs=specs,
-            dropout=backbone.dropout, max_sequence_length=backbone.max_sequence_length, layerdrop=layerdrop,
-            layer_norm_epsilon=norm.epsilon, embeddings_name=embeddings.name, dtype=backbone.dtype_policy)
-        names = (embeddings.name, "embeddings_layer_norm")
-    for name in names:
-        new.get_layer(name).set_weights(backbone.get_layer(name).get_weights())
-    return new
-
-
-def _task_like(model, backbone):
-    """A classifier of `model`'s own task class (BertTextClassifier, RobertaTextClassifier, ...) over `backbone`,
-    with `model`'s head weights."""
-    kwargs = dict(backbone=backbone, num_classes=model.num_classes, preprocessor=model.preprocessor,
-                  activation=model.activation, dropout=model.dropout)
-    if hasattr(model, "hidden_dim"):       # RoBERTa and DistilBERT heads have a hidden layer of this width
-        kwargs["hidden_dim"] = model.hidden_dim
-    new = type(model)(**kwargs)
-    for name in ("pooled_dense", "output_dense"):
-        if hasattr(model, name):
-            getattr(new, name).set_weights(getattr(model, name).get_weights())
-    return new
-
-
-def shrink(model, plan: StructurePlan, layerdrop: float = 0.0):
+def shrink(model, plan: StructurePlan, layerdrop: float | None = None):
     """A new, physically smaller classifier keeping exactly what `plan` says; the original is left untouched.
 
-    BERT, MiniLM and ELECTRA (E = H) become a classifier over a `PrunedBertBackbone`; RoBERTa and DistilBERT keep
-    their own classifier class over a `PrunedRobertaBackbone`. ALBERT (one encoder shared by every depth) is refused.
+    Every family `tfbertopt.surgery` reads (BERT, MiniLM, ELECTRA, ALBERT, RoBERTa, XLM-RoBERTa, DistilBERT) keeps
+    its own classifier class over a `CompressedBackbone`. In a shared model (ALBERT, `share_layers`) the plan names
+    the shared encoder once; every position that calls it gets the same heads and neurons.
     """
-    family = shrink_family(model)
-    backbone = get_backbone(model)
-    encoders = encoder_layers(model)
-    shapes = encoder_shapes(model)
+    check_shrinkable(model)
+    source = as_compressed(model)
+    backbone = source.backbone
+    encoders = encoder_layers(source)
     for i in plan.layers:
         if not plan.heads.get(i) or not plan.neurons.get(i):
             raise ValueError(f"layer {i} keeps no heads or no FFN neurons; drop the layer instead")
-    specs = [{"num_heads": len(plan.heads[i]), "key_dim": shapes[i]["head_dim"],
-              "intermediate_dim": len(plan.neurons[i])} for i in plan.layers]
-    new_backbone = _smaller_backbone(family, backbone, specs, layerdrop)
-    for j, i in enumerate(plan.layers):
-        _copy_encoder(encoders[i], new_backbone.transformer_layers[j], np.array(plan.heads[i]),
-                      np.array(plan.neurons[i]))
-    new = _task_like(model, new_backbone)
+    specs, values, first = [], {}, {}
+    for spec, u in zip(backbone.layer_specs, backbone.encoder_call_order):
+        if u not in plan.layers:
+            continue
+        new = {"num_heads": len(plan.heads[u]), "key_dim": spec["key_dim"], "intermediate_dim": len(plan.neurons[u])}
+        if u in first:
+            new["shared_with"] = first[u]
+        else:
+            first[u] = len(specs)
+            values.update(_encoder_values(encoders[u], len(specs), plan.heads[u], plan.neurons[u]))
+        specs.append(new)
+    changes = {} if layerdrop is None else {"layerdrop": layerdrop}
+    new_model = rebuild(source, values=values, layer_specs=specs, **changes)
     logger.info("shrunk: %s", plan.summary(model))
-    return new
+    return new_model
 
 
 def with_layerdrop(model, rate: float):
     """The same classifier (all weights kept) whose encoder layers are skipped with probability `rate` in training."""
-    return shrink(model, full_plan(model), layerdrop=rate)
+    return rebuild(model, layerdrop=rate)

@@ -50,6 +50,7 @@ import numpy as np
 from tfbertopt.data.pipeline import without_preprocessor
 from tfbertopt.kernels import UnsupportedModelError, find_kernels, get_backbone
 from tfbertopt.quantization.config import QuantizationConfig
+from tfbertopt.surgery import as_compressed, rebuild
 
 
 def activation_quantizers(model) -> dict:
@@ -174,12 +175,10 @@ def quantize_model(model, config: QuantizationConfig | dict | None = None, calib
     Raises:
       UnsupportedModelError: not a BERT classifier, or a factorized (low-rank) one.
     """
-    from tfbertopt.factorization.rebuild import as_pruned_bert, rebuild
-
     if is_quantized(model):
         raise ValueError("model is already quantization-aware (its backbone has a quantization config)")
     config = QuantizationConfig.from_config(config) or QuantizationConfig()
-    source = as_pruned_bert(model)
+    source = as_compressed(model)
     if any(spec.get("ranks") for spec in source.backbone.layer_specs):
         raise UnsupportedModelError("quantization-aware training of factorized (low-rank) layers is not supported; "
                                     "export the factorized model with post-training int8 instead")

@@ -1,31 +1,54 @@
-"""A BERT backbone whose layers may each have their own head count, head size and FFN width.
+"""The backbone of every compressed model: one encoder graph for BERT, MiniLM, ELECTRA, ALBERT, RoBERTa, XLM-RoBERTa
+and DistilBERT, whose layers may each have their own head count, head size, FFN width, low-rank ranks and sharing.
 
-It is BertBackbone's graph (token + position + segment embeddings, LayerNorm, encoder stack, tanh pooler on [CLS])
-with `PrunedTransformerEncoder` layers described by `layer_specs`, so structured pruning and layer dropping can
-produce a smaller ordinary Keras model that `BertTextClassifier` wraps, saves, loads, fine-tunes and exports.
+`tfbertopt.surgery` reads a keras-hub backbone into this one's config (`describe`) and copies its weights, so every
+compression (shrink, LayerDrop, SVD, embedding factorization, sharing, quantization-aware training) is a new config of
+the same class, saved, loaded, fine-tuned and exported like any keras-hub model, under the family's own task class.
 
-Factorization and sharing use the same backbone: a spec's `ranks` (kernel role -> rank) makes those projections
-low-rank; a spec's `shared_with: j` makes layer i call layer j's encoder object again (ALBERT's cross-layer
-sharing: the weights exist once); `attention_shared_with: j` / `ffn_shared_with: j` share only that block; `embedding_dim=E` < `hidden_dim` factorizes the token embedding into a V x E
-table and an E x H `embedding_projection` (ALBERT's factorized embedding; position and segment embeddings stay H).
+The families differ only in config:
 
-`quantization` (a `QuantizationConfig` config dict) builds the quantization-aware form (`tfbertopt.quantization`):
+| config | BERT, MiniLM | ELECTRA | ALBERT | RoBERTa, XLM-R | DistilBERT |
+| --- | --- | --- | --- | --- | --- |
+| `num_segments` | 2 | 2 | 2 | 0 | 0 |
+| `embedding_dim` (E) | None (= H) | E | E | None | None |
+| `embedding_projection` | | "after_norm" | "after_norm" | | |
+| `activation` | gelu_approximate | gelu_approximate | gelu_approximate | gelu | gelu |
+| `layer_norm_epsilon` | 1e-12 | 1e-12 | 1e-12 | 1e-5 | 1e-12 |
+| `pooler` | True | True | True | False | False |
+| layer specs | | | `shared_with` | | |
+
+Embeddings: token + position (+ segment) lookups are added and normalised. With `embedding_dim=E` < H the token
+table is V x E and `embedding_projection` says where it becomes H wide: "factorized" (tfbertopt's ALBERT-style
+factorization of a trained table: a bias-free E x H projection right after the token lookup; positions and segments
+stay H wide) or "after_norm" (ALBERT's and ELECTRA's own layout: every table E wide, LayerNorm at E, then a Dense E x H
+with bias). With `pooler` the outputs are keras-hub's BERT dict (`sequence_output`, `pooled_output` from a tanh dense on
+[CLS]), else the sequence output alone, as RoBERTa's and DistilBERT's classifiers expect.
+
+Layer specs: `num_heads`, `key_dim`, `intermediate_dim`; `ranks` (kernel role -> rank) makes those projections
+low-rank; `shared_with: j` makes layer i call layer j's encoder object again (cross-layer sharing: the weights exist
+once; ALBERT is every layer `shared_with: 0`); `attention_shared_with: j` / `ffn_shared_with: j` share only that
+block. `quantization` (a `QuantizationConfig` dict) builds the quantization-aware form (`tfbertopt.quantization`):
 every encoder layer quantized, fake-quants on the embedding sum and the embedding LayerNorm output (point
-"embeddings"), and a `QuantizedEinsumDense` pooler.
+"embeddings") and on the table lookups (point "embedding_lookups"), and a `QuantizedEinsumDense` pooler.
 
 Example:
 
->>> from tfbertopt.layers import PrunedBertBackbone
->>> backbone = PrunedBertBackbone(vocabulary_size=30, hidden_dim=16, max_sequence_length=8,
+>>> from tfbertopt.layers import CompressedBackbone
+>>> backbone = CompressedBackbone(vocabulary_size=30, hidden_dim=16, max_sequence_length=8,
 ...     layer_specs=[{"num_heads": 2, "key_dim": 8, "intermediate_dim": 32},
 ...                  {"num_heads": 1, "key_dim": 8, "intermediate_dim": 12}])
 >>> [l.num_heads for l in backbone.transformer_layers]
 [2, 1]
->>> shared = PrunedBertBackbone(vocabulary_size=30, hidden_dim=16, max_sequence_length=8, embedding_dim=4,
+>>> albert = CompressedBackbone(vocabulary_size=30, hidden_dim=16, max_sequence_length=8, embedding_dim=4,
+...     embedding_projection="after_norm",
 ...     layer_specs=[{"num_heads": 2, "key_dim": 8, "intermediate_dim": 32},
 ...                  {"num_heads": 2, "key_dim": 8, "intermediate_dim": 32, "shared_with": 0}])
->>> len(shared.transformer_layers), shared.encoder_call_order
+>>> len(albert.transformer_layers), albert.encoder_call_order
 (1, [0, 0])
+>>> roberta = CompressedBackbone(vocabulary_size=30, hidden_dim=16, max_sequence_length=8, num_segments=0,
+...     pooler=False, layer_specs=[{"num_heads": 2, "key_dim": 8, "intermediate_dim": 32}])
+>>> sorted(roberta.input)
+['padding_mask', 'token_ids']
 """
 
 from __future__ import annotations
@@ -35,48 +58,64 @@ from keras_hub.layers import PositionEmbedding
 from keras_hub.models import Backbone
 
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
-from tfbertopt.layers.pruned_transformer_encoder import PrunedTransformerEncoder
+from tfbertopt.layers.compressed_transformer_encoder import CompressedTransformerEncoder, PrunedTransformerEncoder
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
 from tfbertopt.quantization.config import QuantizationConfig
+
+PROJECTIONS = ("factorized", "after_norm")
 
 
 def _gelu_approximate(x):
     return keras.activations.gelu(x, approximate=True)
 
 
+ACTIVATIONS = {"gelu_approximate": _gelu_approximate, "gelu": "gelu", "relu": "relu"}
+
+
 @keras.saving.register_keras_serializable(package="tfbertopt")
-class PrunedBertBackbone(Backbone):
+class CompressedBackbone(Backbone):
+    # Weight files key layers by their class name, so a 0.1 file needs the encoder class it was saved with.
+    encoder_class = CompressedTransformerEncoder
+
     def __init__(self, vocabulary_size, hidden_dim, layer_specs, dropout=0.1, max_sequence_length=512,
-                 num_segments=2, layerdrop: float = 0.0, embedding_dim=None, quantization=None, dtype=None,
-                 **kwargs):
+                 num_segments=2, layerdrop: float = 0.0, embedding_dim=None, embedding_projection="factorized",
+                 activation="gelu_approximate", layer_norm_epsilon=1e-12, pooler=True, quantization=None,
+                 dtype=None, **kwargs):
         if not layer_specs:
             raise ValueError("layer_specs is empty: a backbone needs at least one encoder layer")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if embedding_projection not in PROJECTIONS:
+            raise ValueError(f"embedding_projection must be one of {PROJECTIONS}, got {embedding_projection!r}")
         order = _call_order(layer_specs)
         quantization = QuantizationConfig.from_config(quantization)
         quantization_config = None if quantization is None else quantization.get_config()
         init = keras.initializers.TruncatedNormal(stddev=0.02)
         if embedding_dim is not None and not 1 <= embedding_dim <= hidden_dim:
             raise ValueError(f"embedding_dim must be in [1, hidden_dim={hidden_dim}], got {embedding_dim}")
-        factorized = embedding_dim is not None and embedding_dim != hidden_dim
+        after_norm = embedding_dim is not None and embedding_projection == "after_norm"   # ALBERT has one at E = H
+        narrow = embedding_dim is not None and (embedding_dim != hidden_dim or after_norm)
+        table_dim = embedding_dim if after_norm else hidden_dim    # the width tokens are added and normalised at
         self.token_embedding = keras.layers.ReversibleEmbedding(
-            vocabulary_size, embedding_dim if factorized else hidden_dim, embeddings_initializer=init, dtype=dtype,
+            vocabulary_size, embedding_dim if narrow else hidden_dim, embeddings_initializer=init, dtype=dtype,
             name="token_embedding")
         self.embedding_projection = keras.layers.Dense(
-            hidden_dim, use_bias=False, kernel_initializer=init, dtype=dtype,
-            name="embedding_projection") if factorized else None
+            hidden_dim, use_bias=after_norm, kernel_initializer=init, dtype=dtype,
+            name="embedding_projection") if narrow else None
         self.position_embedding = PositionEmbedding(
             sequence_length=max_sequence_length, initializer=init, dtype=dtype, name="position_embedding")
         self.segment_embedding = keras.layers.Embedding(
-            num_segments, hidden_dim, embeddings_initializer=init, dtype=dtype, name="segment_embedding")
+            num_segments, table_dim, embeddings_initializer=init, dtype=dtype,
+            name="segment_embedding") if num_segments else None
         self.embeddings_add = keras.layers.Add(dtype=dtype, name="embeddings_add")
         if quantization is not None and quantization.quantizes("layer_norm_internals"):
             self.embeddings_layer_norm = QuantizedLayerNormalization(
-                quantizer=quantization.activation_quantizer(), epsilon=1e-12, dtype=dtype,
+                quantizer=quantization.activation_quantizer(), epsilon=layer_norm_epsilon, dtype=dtype,
                 name="embeddings_layer_norm")
         else:
             self.embeddings_layer_norm = keras.layers.LayerNormalization(
-                axis=-1, epsilon=1e-12, dtype=dtype, name="embeddings_layer_norm")
+                axis=-1, epsilon=layer_norm_epsilon, dtype=dtype, name="embeddings_layer_norm")
         self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
         self.transformer_layers, by_position = [], {}
         for i, spec in enumerate(layer_specs):
@@ -84,15 +123,17 @@ class PrunedBertBackbone(Backbone):
                 continue
             donors = {f"{part}_donor": by_position[spec[f"{part}_shared_with"]] for part in ("attention", "ffn")
                       if spec.get(f"{part}_shared_with") is not None}
-            by_position[i] = PrunedTransformerEncoder(
+            by_position[i] = self.encoder_class(
                 num_heads=spec["num_heads"], key_dim=spec["key_dim"], intermediate_dim=spec["intermediate_dim"],
-                activation=_gelu_approximate, dropout=dropout, layer_norm_epsilon=1e-12, kernel_initializer=init,
-                layerdrop=layerdrop, layerdrop_seed=1009 * (i + 1), ranks=spec.get("ranks"), dtype=dtype,
-                quantization=quantization_config, name=f"transformer_layer_{i}", **donors)
+                activation=ACTIVATIONS[activation], dropout=dropout, layer_norm_epsilon=layer_norm_epsilon,
+                kernel_initializer=init, layerdrop=layerdrop, layerdrop_seed=1009 * (i + 1), ranks=spec.get("ranks"),
+                dtype=dtype, quantization=quantization_config, name=f"transformer_layer_{i}", **donors)
             self.transformer_layers.append(by_position[i])
         # Unique encoder objects in call order: a shared layer is called again, its weights stored once.
         self.encoder_call_order = order
-        if quantization is None:
+        if not pooler:
+            self.pooled_dense = None
+        elif quantization is None:
             self.pooled_dense = keras.layers.Dense(hidden_dim, kernel_initializer=init, activation="tanh",
                                                    dtype=dtype, name="pooled_dense")
         else:
@@ -110,32 +151,36 @@ class PrunedBertBackbone(Backbone):
         # The int8 GATHERs of an int8-matmul file: its tables are requantized to these ranges.
         self.embedding_lookup_quantizers = [
             ActivationQuantizer(**quantization.activation_quantizer(), dtype=dtype, name=name)
-            for name in ("token_lookup_quantizer", "segment_lookup_quantizer")
+            for name in ("token_lookup_quantizer", "segment_lookup_quantizer")[:2 if num_segments else 1]
         ] if quantization is not None and quantization.quantizes("embedding_lookups") else []
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        segment_ids = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
         padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-        tokens, segments = self.token_embedding(token_ids), self.segment_embedding(segment_ids)
+        inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
+        lookups = [self.token_embedding(token_ids)]
+        if num_segments:
+            inputs["segment_ids"] = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
+            lookups.append(self.segment_embedding(inputs["segment_ids"]))
         if self.embedding_lookup_quantizers:
-            tokens, segments = (q(x) for q, x in zip(self.embedding_lookup_quantizers, (tokens, segments)))
-        if self.embedding_projection is not None:
+            lookups = [q(x) for q, x in zip(self.embedding_lookup_quantizers, lookups)]
+        tokens = lookups[0]
+        if narrow and not after_norm:
             tokens = self.embedding_projection(tokens)
-        x = self.embeddings_add((tokens, self.position_embedding(tokens), segments))
+        x = self.embeddings_add([tokens, self.position_embedding(tokens)] + lookups[1:])
         if self.embeddings_quantizers:
             x = self.embeddings_quantizers[0](x)
         x = self.embeddings_layer_norm(x)
         if self.embeddings_quantizers:
             x = self.embeddings_quantizers[1](x)
         x = self.embeddings_dropout(x)
+        if after_norm:
+            x = self.embedding_projection(x)
         for index in order:
             x = self.transformer_layers[index](x, padding_mask=padding_mask)
-        pooled = self.pooled_dense(x[:, 0, :])
-        super().__init__(
-            inputs={"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
-            outputs={"sequence_output": x, "pooled_output": pooled},
-            dtype=dtype,
-            **kwargs,
-        )
+        if pooler:
+            outputs = {"sequence_output": x, "pooled_output": self.pooled_dense(x[:, 0, :])}
+        else:
+            outputs = x
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
         self.vocabulary_size, self.hidden_dim = vocabulary_size, hidden_dim
         self.layer_specs = [dict(spec) for spec in layer_specs]
         self.num_layers = len(layer_specs)
@@ -143,9 +188,11 @@ class PrunedBertBackbone(Backbone):
         self.intermediate_dim = max(spec["intermediate_dim"] for spec in layer_specs)
         self.dropout, self.max_sequence_length = dropout, max_sequence_length
         self.num_segments, self.layerdrop = num_segments, layerdrop
-        self.embedding_dim = embedding_dim
+        self.embedding_dim, self.embedding_projection_kind = embedding_dim, embedding_projection
+        self.activation, self.layer_norm_epsilon, self.pooler = activation, layer_norm_epsilon, pooler
         self.quantization = quantization_config
-        self.cls_token_index = 0
+        # BERT-style classifiers read cls_token_index, RoBERTa-style ones start_token_index.
+        self.cls_token_index = self.start_token_index = 0
 
     def get_config(self):
         config = super().get_config()
@@ -153,9 +200,18 @@ class PrunedBertBackbone(Backbone):
             "vocabulary_size": self.vocabulary_size, "hidden_dim": self.hidden_dim, "layer_specs": self.layer_specs,
             "dropout": self.dropout, "max_sequence_length": self.max_sequence_length,
             "num_segments": self.num_segments, "layerdrop": self.layerdrop, "embedding_dim": self.embedding_dim,
-            "quantization": self.quantization,
+            "embedding_projection": self.embedding_projection_kind, "activation": self.activation,
+            "layer_norm_epsilon": self.layer_norm_epsilon, "pooler": self.pooler, "quantization": self.quantization,
         })
         return config
+
+
+@keras.saving.register_keras_serializable(package="tfbertopt")
+class PrunedBertBackbone(CompressedBackbone):
+    """The name `CompressedBackbone` had in tfbertopt 0.1, when it held BERT-shaped encoders only; kept so that
+    `.keras` files saved then load unchanged (their configs have no family keys, which default to BERT's)."""
+
+    encoder_class = PrunedTransformerEncoder
 
 
 def _call_order(layer_specs) -> list[int]:

@@ -1,4 +1,5 @@
-"""A keras-hub TransformerEncoder whose head size is its own (not hidden/heads) and that supports LayerDrop.
+"""The encoder layer of every compressed model: a keras-hub TransformerEncoder with its own head size, LayerDrop,
+low-rank projections, shared blocks and quantization-aware training.
 
 After structured pruning a layer may keep, say, 7 of 12 heads of size 32 in a 384-wide model: keras-hub's encoder
 would derive a head size of 384 // 7. This one takes `key_dim` explicitly. With `layerdrop > 0` the whole layer is
@@ -16,8 +17,8 @@ block or FFN kernels (ALBERT's attention-only / FFN-only cross-layer sharing); L
 Example:
 
 >>> import numpy as np
->>> from tfbertopt.layers import PrunedTransformerEncoder
->>> layer = PrunedTransformerEncoder(num_heads=3, key_dim=8, intermediate_dim=20)
+>>> from tfbertopt.layers import CompressedTransformerEncoder
+>>> layer = CompressedTransformerEncoder(num_heads=3, key_dim=8, intermediate_dim=20)
 >>> tuple(layer(np.zeros((2, 5, 16), "float32")).shape)
 (2, 5, 16)
 >>> tuple(layer._self_attention_layer._query_dense.kernel.shape)
@@ -43,7 +44,7 @@ FFN_RANK_ROLES = ("ffn_intermediate", "ffn_output")
 
 
 @keras.saving.register_keras_serializable(package="tfbertopt")
-class PrunedTransformerEncoder(TransformerEncoder):
+class CompressedTransformerEncoder(TransformerEncoder):
     def __init__(self, intermediate_dim, num_heads, key_dim=None, layerdrop: float = 0.0, layerdrop_seed=None,
                  ranks=None, attention_donor=None, ffn_donor=None, quantization=None, **kwargs):
         super().__init__(intermediate_dim=intermediate_dim, num_heads=num_heads, **kwargs)
@@ -197,3 +198,8 @@ def _dense(units, rank, activation=None, quantization=None, **kwargs):
     if rank is None:
         return keras.layers.Dense(units, activation=activation, **kwargs)
     return LowRankEinsumDense("abc,cd->abd", (None, units), rank, bias_axes="d", activation=activation, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="tfbertopt")
+class PrunedTransformerEncoder(CompressedTransformerEncoder):
+    """The name `CompressedTransformerEncoder` had in tfbertopt 0.1; kept so that older configs load."""

@@ -1,0 +1,176 @@
+"""The conformance matrix: every method on a tiny random classifier of every family.
+
+Each cell either holds its property (the same ones the BERT tests check) or raises the named error that
+`EXPECTED_ERRORS` gives, with its reason; `docs/conformance.md` is generated from this table
+(`python -m tests.surgery.test_conformance` prints it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tfbertopt.factorization import factorize, factorize_embeddings, share_layers, unshare_layers
+from tfbertopt.kernels import UnsupportedModelError, encoder_layers, find_kernels
+from tfbertopt.models import tiny_classifier
+from tfbertopt.pruning import ConstantSparsity, prune_low_magnitude, strip_pruning
+from tfbertopt.pruning.prune import get_pruning
+from tfbertopt.pruning.structured import full_plan, plan_drop_layers, shrink, with_layerdrop
+from tfbertopt.quantization import activation_ranges, quantize_model
+from tfbertopt.surgery import as_compressed
+from tfbertopt.train import predict_logits
+
+# Family -> tiny_classifier options (ELECTRA twice: E = H is BERT-shaped, E < H projects after the LayerNorm).
+FAMILIES = {
+    "bert": {}, "electra": {"embedding_dim": 8}, "electra_e_eq_h": {"embedding_dim": 16}, "albert": {},
+    "roberta": {}, "xlm_roberta": {}, "distilbert": {}, "deberta_v3": {},
+}
+METHODS = ["compressed copy", "magnitude pruning", "shrink heads+FFN", "drop a layer", "layerdrop",
+           "svd at full rank", "embedding factorization", "share layers", "unshare layers", "qat int8",
+           "qat int8-matmul"]
+_DEBERTA = "disentangled attention"
+_E_WIDE = "already 8 wide"
+EXPECTED_ERRORS = {
+    **{("deberta_v3", m): (UnsupportedModelError, _DEBERTA) for m in METHODS if m != "magnitude pruning"},
+    ("electra", "embedding factorization"): (UnsupportedModelError, _E_WIDE),
+    ("albert", "embedding factorization"): (UnsupportedModelError, _E_WIDE),
+    ("albert", "share layers"): (ValueError, "already shares layers"),
+    ("albert", "drop a layer"): (UnsupportedModelError, "unshare first"),
+}
+REASONS = {
+    _DEBERTA: "DeBERTa-v3's layers compute disentangled (content-to-position and position-to-content) attention, "
+              "which the compressed encoder does not; post-training export works on it",
+    _E_WIDE: "the embeddings are already E wide and normalised before their projection (ALBERT/ELECTRA layout): "
+             "there is no V x H table to factorize",
+    "already shares layers": "ALBERT already shares every layer; `unshare_layers` first to share differently",
+    "unshare first": "ALBERT calls one encoder at every depth; a plan drops encoder layers, so `unshare_layers` "
+                     "first to drop depths (or drop heads and FFN neurons inside the shared layer)",
+}
+
+
+def _classifier(family):
+    base = "electra" if family.startswith("electra") else family
+    return tiny_classifier(base, num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32,
+                           **FAMILIES[family])
+
+
+@pytest.fixture(scope="module")
+def classifiers():
+    return {}
+
+
+def _get(classifiers, family):
+    if family not in classifiers:
+        classifiers[family] = _classifier(family)
+    return classifiers[family]
+
+
+def _inputs(model, n=4, length=9):
+    rng = np.random.default_rng(0)
+    vocabulary = find_kernels(model, roles=["token_embedding"])[0].shape[0]
+    lengths = rng.integers(3, length + 1, size=n)
+    mask = (np.arange(length)[None, :] < lengths[:, None]).astype("int32")
+    x = {"token_ids": rng.integers(4, vocabulary, size=(n, length)).astype("int32") * mask, "padding_mask": mask}
+    if "segment_ids" in model.backbone.input:
+        x["segment_ids"] = (np.arange(length)[None, :] >= 5).astype("int32") * mask
+    return x
+
+
+def _same(a, b, x, atol=1e-5):
+    np.testing.assert_allclose(predict_logits(a, x), predict_logits(b, x), atol=atol)
+
+
+def _zero_dropped(model, plan):
+    for i, encoder in enumerate(encoder_layers(model)):
+        for kernel, kept in ((encoder._self_attention_layer._output_dense.kernel, plan.heads[i]),
+                             (encoder._feedforward_output_dense.kernel, plan.neurons[i])):
+            value = np.asarray(kernel).copy()
+            value[[j for j in range(value.shape[0]) if j not in kept]] = 0
+            kernel.assign(value)
+
+
+def check(method, clf, x):
+    """Runs `method` on `clf` and asserts its property; returns nothing, raises the method's own errors."""
+    if method == "compressed copy":
+        copy = as_compressed(clf)
+        assert type(copy) is type(clf)
+        _same(copy, clf, x)
+    elif method == "magnitude pruning":
+        model = prune_low_magnitude(clf, ConstantSparsity(0.5, 0))
+        try:
+            get_pruning(model).update(0)
+            for ref in get_pruning(model).refs:
+                assert np.count_nonzero(np.asarray(ref.variable) == 0) == ref.size // 2, ref.path
+        finally:
+            strip_pruning(model)
+    elif method == "shrink heads+FFN":
+        plan = full_plan(clf)
+        plan.heads = {i: [1] for i in plan.heads}
+        plan.neurons = {i: list(range(3, 32, 2)) for i in plan.neurons}
+        small = shrink(clf, plan)
+        assert type(small) is type(clf)
+        reference = as_compressed(clf)
+        reference = shrink(reference, full_plan(reference))      # a copy whose kernels may be zeroed
+        _zero_dropped(reference, plan)
+        _same(small, reference, x)
+    elif method == "drop a layer":
+        small = shrink(clf, plan_drop_layers(clf, [2]))
+        assert len(small.backbone.layer_specs) == 1
+    elif method == "layerdrop":
+        model = with_layerdrop(clf, 0.3)
+        assert model.backbone.layerdrop == 0.3
+        _same(model, clf, x)                                     # inference runs every layer
+    elif method == "svd at full rank":
+        _same(factorize(clf, rank=16), clf, x, atol=1e-4)
+    elif method == "embedding factorization":
+        _same(factorize_embeddings(clf, dim=16), clf, x, atol=1e-4)
+    elif method == "share layers":
+        shared = share_layers(clf, "pairs", init="first")
+        assert len(shared.backbone.transformer_layers) == 1
+    elif method == "unshare layers":
+        shared = clf if as_compressed(clf).backbone.encoder_call_order != [0, 1] else share_layers(clf, "all")
+        alone = unshare_layers(shared)
+        assert len(alone.backbone.transformer_layers) == 2
+        _same(alone, shared, x)
+    elif method.startswith("qat"):
+        from tfbertopt.quantization import QuantizationConfig
+
+        config = QuantizationConfig.for_export(method.split()[1])
+        qat = quantize_model(clf, config, calibration=x, calibration_steps=4)
+        ranges = activation_ranges(qat)
+        assert ranges and all(lo <= 0.0 <= hi for lo, hi in ranges.values())
+        labels = predict_logits(qat, x).argmax(-1)
+        assert labels.shape == (4,)
+    else:
+        raise AssertionError(method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_cell(family, method, classifiers):
+    clf = _get(classifiers, family)
+    x = _inputs(clf)
+    expected = EXPECTED_ERRORS.get((family, method))
+    if expected is None:
+        check(method, clf, x)
+    else:
+        error, match = expected
+        with pytest.raises(error, match=match):
+            check(method, clf, x)
+
+
+def matrix_markdown() -> str:
+    """The matrix as a markdown table (the docs page's body)."""
+    lines = ["| method | " + " | ".join(FAMILIES) + " |", "| --- |" + " --- |" * len(FAMILIES)]
+    for method in METHODS:
+        cells = []
+        for family in FAMILIES:
+            expected = EXPECTED_ERRORS.get((family, method))
+            cells.append("yes" if expected is None else f"{expected[0].__name__}: {expected[1]}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Why each error:", ""] + [f"- *{key}*: {why}." for key, why in REASONS.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(matrix_markdown())
