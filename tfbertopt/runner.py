@@ -22,6 +22,7 @@ import time
 from tfbertopt import saving
 from tfbertopt.data.pipeline import encode
 from tfbertopt.data.tasks import get_task
+from tfbertopt.export.litert import ExportError
 from tfbertopt.kernels import UnsupportedModelError
 
 logger = logging.getLogger(__name__)
@@ -89,9 +90,10 @@ def build_model(recipe: dict):
         if family not in models.TINY_FAMILIES:
             raise models.ModelSourceError(f"model {recipe['model']!r}: no tiny {family!r} classifier; demo models "
                                           f"are {['demo-' + f for f in models.TINY_FAMILIES]}")
-        say(f"model: DEMO tiny {family} (2 layers, H16, random init) over the synthetic demo vocabulary")
+        say(f"model: DEMO tiny {family} (2 layers, H64, random init) over the synthetic demo vocabulary")
         return models.tiny_classifier(family, num_classes=task.num_classes, sequence_length=recipe["sequence_length"],
-                                      seed=recipe["seed"])
+                                      hidden_dim=64, intermediate_dim=128, seed=recipe["seed"], dropout=0.1,
+                                      embedding_dim=32 if family in ("electra", "albert") else None)
     source = _resolve_dir(recipe, recipe["model"])
     say(f"model: {source}")
     return models.load_classifier(source, num_classes=task.num_classes, sequence_length=recipe["sequence_length"])
@@ -540,7 +542,7 @@ def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
         extra = {"index": i} if name == "distill" else {}
         try:
             outputs = STAGE_FUNCTIONS[name](run, options, run.stage_dir(i, name), train, dev, **extra)
-        except (UnsupportedModelError, ValueError) as e:    # the method refuses this model or these options
+        except (UnsupportedModelError, ValueError, ExportError) as e:    # the method refuses this model or options
             raise StageError(f"stage {key} cannot run: {e}") from e
         outputs["seconds"] = round(time.time() - started, 1)
         run.finish(key, outputs)

@@ -44,6 +44,32 @@ def test_qat_export_uses_the_trained_ranges_and_agrees_with_keras(tiny_classifie
     assert np.abs(keras_logits - tflite_logits).max() < 0.1
 
 
+@pytest.mark.parametrize("target", ["int8", "int8-matmul"])
+def test_qat_of_factorized_layers_exports_every_trained_range(tiny_classifier, demo_data, tmp_path, target):
+    from tfbertopt.factorization import factorize
+    from tfbertopt.kernels import find_kernels
+    from tfbertopt.quantization import QuantizationConfig
+
+    train, dev = demo_data
+    low = factorize(tiny_classifier, rank=8, roles=["attention_query", "attention_output", "ffn_intermediate"])
+    qat = quantize_model(low, QuantizationConfig.for_export(target), calibration=train, calibration_steps=32)
+    factorized = {r.layer.path for r in find_kernels(qat, roles="encoder") if r.part == "factor_in"}
+    assert len(factorized) == 3 * 2
+    assert {p.rsplit("/", 1)[0] for p in activation_ranges(qat) if p.endswith("rank_quantizer")} == factorized
+    finetune(qat, train.take(64), None, epochs=1, batch_size=16, learning_rate=1e-3, verbose=0)
+    result = export_litert(qat, os.path.join(tmp_path, f"qat_low_rank_{target}.tflite"), target, 16,
+                           calibration=train)
+    scales = _tensor_scales(result.path)
+    for path, (lo, hi) in activation_ranges(qat).items():
+        scale = (max(hi, 0.0) - min(lo, 0.0)) / 255
+        assert np.any(np.isclose(scales, scale, rtol=1e-5, atol=0)), f"{path}: trained scale {scale} not in the model"
+    # Each factor pair is two int8 FULLY_CONNECTED ops.
+    assert result.op_report.counts["FULLY_CONNECTED"]["int8"] >= 2 * len(factorized)
+    features = encode(dev.texts, qat.preprocessor)
+    keras_logits, tflite_logits = predict_logits(qat, features), run_litert(result.path, features)
+    assert np.mean(keras_logits.argmax(-1) == tflite_logits.argmax(-1)) >= 0.95
+
+
 def test_untrained_uncalibrated_qat_model_is_refused(tiny_classifier, demo_data, tmp_path):
     qat = quantize_model(tiny_classifier)
     with pytest.raises(ExportError, match="never seen data"):

@@ -101,12 +101,8 @@ def test_qat_student_trains_through_the_distiller(tiny_classifier, demo_data):
 
 
 def test_bad_input_is_refused_by_name(tiny_classifier, qat_model):
-    from tfbertopt.factorization import factorize
-
     with pytest.raises(ValueError, match="already quantization-aware"):
         quantize_model(qat_model)
-    with pytest.raises(UnsupportedModelError, match="factorized"):
-        quantize_model(factorize(tiny_classifier, rank=4))
     with pytest.raises(ValueError, match="unknown quantization points"):
         quantize_model(tiny_classifier, {"points": ["everything"]})
     backbone = keras_hub.models.DistilBertBackbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8,

@@ -1,15 +1,20 @@
 """The conformance matrix: every method on a tiny random classifier of every family.
 
 Each cell either holds its property (the same ones the BERT tests check) or raises the named error that
-`EXPECTED_ERRORS` gives, with its reason; `docs/conformance.md` is generated from this table
-(`python -m tests.surgery.test_conformance` prints it).
+`EXPECTED_ERRORS` / `EXPORT_ERRORS` give, with its reason. `docs/conformance.md` shows this table:
+`python tests/surgery/test_conformance.py --write` rewrites it, and `test_docs_page_is_current` fails when stale.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from tfbertopt.export.litert import ExportError
+from tfbertopt.export.metadata import MetadataError
 from tfbertopt.factorization import factorize, factorize_embeddings, share_layers, unshare_layers
 from tfbertopt.kernels import UnsupportedModelError, encoder_layers, find_kernels
 from tfbertopt.models import tiny_classifier
@@ -50,8 +55,10 @@ REASONS = {
 
 def _classifier(family):
     base = "electra" if family.startswith("electra") else family
-    return tiny_classifier(base, num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32,
-                           **FAMILIES[family])
+    clf = tiny_classifier(base, num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32, **FAMILIES[family])
+    # A random tiny model's logits lie within ~0.01 of each other; spread them so that labels can disagree.
+    clf.output_dense.kernel.assign(np.asarray(clf.output_dense.kernel) * 200.0)
+    return clf
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +166,83 @@ def test_cell(family, method, classifiers):
             check(method, clf, x)
 
 
+EXPORTS = ["float32", "float16", "dynamic", "int8", "int8-matmul", "16x8", "MediaPipe metadata"]
+EXPORT_ERRORS = {
+    ("deberta_v3", "16x8"): (ExportError, "16x8"),
+    ("albert", "MediaPipe metadata"): (MetadataError, "not a WordPiece tokenizer"),
+    **{(f, "MediaPipe metadata"): (MetadataError, "exactly 3 int32 inputs")
+       for f in ("roberta", "xlm_roberta", "distilbert", "deberta_v3")},
+}
+REASONS.update({
+    "16x8": "LiteRT's int16-activation quantizer asks for a calibrated range of an integer tensor (DeBERTa-v3's "
+            "relative-position bucket arithmetic), and calibration ranges float tensors only; int8 and dynamic work",
+    "not a WordPiece tokenizer": "MediaPipe's BERT text classifier reads WordPiece vocabularies here; ALBERT "
+                                 "tokenizes with SentencePiece",
+    "exactly 3 int32 inputs": "MediaPipe's BERT text classifier feeds token ids, mask and segment ids; RoBERTa, "
+                              "XLM-RoBERTa, DistilBERT and DeBERTa-v3 take no segment ids",
+})
+_EXPORT_CACHE = {}
+
+
+def export_check(mode, clf, x, folder):
+    """Exports `clf` in `mode` and checks that the file agrees with Keras (float: logits; quantized: labels)."""
+    from tfbertopt.export.litert import export_litert
+    from tfbertopt.export.metadata import write_metadata
+    from tfbertopt.export.verify import run_litert
+
+    expected = predict_logits(clf, x)
+    if mode == "MediaPipe metadata":
+        path = export_litert(clf, folder / "meta.tflite", "float32", x["token_ids"].shape[1]).path
+        result = write_metadata(path, clf, ["negative", "positive"])
+        assert list(result.labels) == ["negative", "positive"]
+        return
+    path = export_litert(clf, folder / f"{mode}.tflite", mode, x["token_ids"].shape[1], calibration=x).path
+    logits = run_litert(path, x)
+    if mode == "float32":
+        np.testing.assert_allclose(logits, expected, atol=1e-4)
+    elif mode == "float16":
+        np.testing.assert_allclose(logits, expected, atol=2e-2 * np.ptp(expected))
+    else:
+        assert np.mean(logits.argmax(-1) == expected.argmax(-1)) >= 0.9
+
+
+@pytest.mark.parametrize("mode", EXPORTS)
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_export_cell(family, mode, classifiers, tmp_path):
+    clf = _get(classifiers, family)
+    x = _inputs(clf, n=32, length=12)
+    expected = EXPORT_ERRORS.get((family, mode))
+    if expected is None:
+        export_check(mode, clf, x, tmp_path)
+    else:
+        with pytest.raises(expected[0], match=expected[1]):
+            export_check(mode, clf, x, tmp_path)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "deberta_v3"])
+def test_chain_shrink_factorize_qat_int8_matmul(family, classifiers, tmp_path):
+    """The issue's chain on every family: shrink -> SVD -> QAT for int8-matmul -> save/load -> int8-matmul export,
+    the file agreeing with the loaded Keras model."""
+    from tfbertopt.export.litert import export_litert
+    from tfbertopt.export.verify import run_litert
+    from tfbertopt.quantization import QuantizationConfig
+    from tfbertopt.saving import load_model
+
+    clf = _get(classifiers, family)
+    x = _inputs(clf, n=32, length=12)
+    plan = full_plan(clf)
+    plan.heads = {i: [0] for i in plan.heads}
+    small = factorize(shrink(clf, plan), rank=6)
+    qat = quantize_model(small, QuantizationConfig.for_export("int8-matmul"), calibration=x, calibration_steps=32)
+    assert type(qat) is type(clf)
+    qat.save(tmp_path / "qat.keras")
+    loaded = load_model(tmp_path / "qat.keras")
+    np.testing.assert_allclose(predict_logits(loaded, x), predict_logits(qat, x), atol=1e-5)
+    path = export_litert(loaded, tmp_path / "chain.tflite", "int8-matmul", 12, calibration=x).path
+    agreement = np.mean(run_litert(path, x).argmax(-1) == predict_logits(loaded, x).argmax(-1))
+    assert agreement >= 0.9
+
+
 def matrix_markdown() -> str:
     """The matrix as a markdown table (the docs page's body)."""
     lines = ["| method | " + " | ".join(FAMILIES) + " |", "| --- |" + " --- |" * len(FAMILIES)]
@@ -168,9 +252,34 @@ def matrix_markdown() -> str:
             expected = EXPECTED_ERRORS.get((family, method))
             cells.append("yes" if expected is None else f"{expected[0].__name__}: {expected[1]}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    for mode in EXPORTS:
+        cells = []
+        for family in FAMILIES:
+            expected = EXPORT_ERRORS.get((family, mode))
+            cells.append("yes" if expected is None else f"{expected[0].__name__}: {expected[1]}")
+        lines.append(f"| export {mode} | " + " | ".join(cells) + " |")
     lines += ["", "Why each error:", ""] + [f"- *{key}*: {why}." for key, why in REASONS.items()]
     return "\n".join(lines)
 
 
+DOCS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "conformance.md"
+START, END = "<!-- conformance matrix: generated by tests/surgery/test_conformance.py -->", "<!-- end of matrix -->"
+
+
+def _page_with(text: str) -> str:
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{matrix_markdown()}\n{END}{tail}"
+
+
+def test_docs_page_is_current():
+    text = DOCS_PAGE.read_text()
+    assert START in text and END in text, f"{DOCS_PAGE} lost its generated-block markers"
+    assert _page_with(text) == text, "docs/conformance.md is stale: run python tests/surgery/test_conformance.py --write"
+
+
 if __name__ == "__main__":
-    print(matrix_markdown())
+    if "--write" in sys.argv:
+        DOCS_PAGE.write_text(_page_with(DOCS_PAGE.read_text()))
+    else:
+        print(matrix_markdown())

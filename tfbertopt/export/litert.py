@@ -208,7 +208,10 @@ def saved_model(model, sequence_length: int | None, quantization: str = "float32
         shape = (1, sequence_length) if sequence_length else (None, None)
         signature = [tf.TensorSpec(shape, tf.int32, name=name) for name in input_names]
         archive = keras.export.ExportArchive()
-        archive.track(model)
+        # The layers, not the task: a task still holds its (detached) preprocessor, whose lookup tables (BPE,
+        # SentencePiece) would otherwise enter the SavedModel as HashTable ops LiteRT cannot run.
+        for layer in getattr(model, "layers", None) or [model]:
+            archive.track(layer)
         masking = {"floor": quantization_friendly_masking, "additive": additive_masking,
                    "keras": contextlib.nullcontext}[resolve_masking(attention_masking, quantization)]()
         integer = quantization == "16x8" or (quantization in CALIBRATED and trace_form in ("auto", "integer"))

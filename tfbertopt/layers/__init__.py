@@ -8,9 +8,11 @@ from tfbertopt.layers.low_rank_multi_head_attention import LowRankMultiHeadAtten
 from tfbertopt.layers.pruned_roberta_backbone import PrunedRobertaBackbone
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
+from tfbertopt.layers.quantized_low_rank_einsum_dense import QuantizedLowRankEinsumDense
 from tfbertopt.layers.quantized_multi_head_attention import QuantizedMultiHeadAttention
 
 __all__ = ["CompressedBackbone", "CompressedTransformerEncoder", "LowRankEinsumDense", "LowRankMultiHeadAttention",
            "ActivationQuantizer", "QuantizedEinsumDense", "QuantizedMultiHeadAttention", "QuantizedLayerNormalization",
+           "QuantizedLowRankEinsumDense",
            # names of earlier releases, kept so that their .keras files load
            "PrunedBertBackbone", "PrunedRobertaBackbone", "PrunedTransformerEncoder"]

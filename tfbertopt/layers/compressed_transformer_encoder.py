@@ -35,6 +35,7 @@ from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.low_rank_multi_head_attention import LowRankMultiHeadAttention
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
+from tfbertopt.layers.quantized_low_rank_einsum_dense import QuantizedLowRankEinsumDense
 from tfbertopt.layers.quantized_multi_head_attention import QuantizedMultiHeadAttention
 from tfbertopt.quantization.config import QuantizationConfig
 
@@ -62,9 +63,6 @@ class CompressedTransformerEncoder(TransformerEncoder):
                              f"{list(ATTENTION_RANK_ROLES) + list(FFN_RANK_ROLES)}")
         self.ranks = {k: int(v) for k, v in ranks.items()}
         self.quantization = QuantizationConfig.from_config(quantization)
-        if self.quantization is not None and self.ranks:
-            raise ValueError("quantization-aware training of low-rank (factorized) projections is not supported; "
-                             "quantize the factorized model after training (post-training int8 export)")
         self.layerdrop = float(layerdrop)
         # Each layer needs its own seed: layers sharing one would all be skipped together.
         self.layerdrop_seed = layerdrop_seed
@@ -89,7 +87,9 @@ class CompressedTransformerEncoder(TransformerEncoder):
         elif self.quantization is not None:
             self._self_attention_layer = QuantizedMultiHeadAttention(
                 num_heads=self.num_heads, key_dim=key_dim, dropout=self.dropout, output_shape=(hidden_dim,),
-                quantization=self.quantization.get_config(), name="self_attention_layer", **dense)
+                quantization=self.quantization.get_config(), name="self_attention_layer",
+                ranks={ATTENTION_RANK_ROLES[k]: v for k, v in self.ranks.items() if k in ATTENTION_RANK_ROLES},
+                **dense)
             self._self_attention_layer.build(query_shape=inputs_shape, value_shape=inputs_shape)
         else:
             self._self_attention_layer = LowRankMultiHeadAttention(
@@ -188,6 +188,13 @@ def _dense(units, rank, activation=None, quantization=None, **kwargs):
     if quantization is not None:
         # The FFN intermediate's FULLY_CONNECTED output is a "linear" point, its GELU output a "gelu" point.
         linear, gelu = quantization.quantizer_for("linear"), quantization.quantizer_for("gelu")
+        if rank is not None:     # two FULLY_CONNECTED ops; the rank-wide tensor between them is a "linear" point
+            return QuantizedLowRankEinsumDense(
+                "abc,cd->abd", (None, units), rank, bias_axes="d", activation=activation,
+                weight_bits=quantization.weight_bits, input_quantizer=quantization.quantizer_for("matmul_inputs"),
+                rank_quantizer=linear, float_activation=quantization.matmul_only,
+                output_quantizer=gelu if activation is not None else linear,
+                pre_activation_quantizer=linear if activation is not None else None, **kwargs)
         return QuantizedEinsumDense("abc,cd->abd", (None, units), bias_axes="d", activation=activation,
                                     weight_bits=quantization.weight_bits,
                                     input_quantizer=quantization.quantizer_for("matmul_inputs"),

@@ -42,20 +42,28 @@ from tfbertopt.export.attention_masking import additive_bias, broadcast_mask, fl
 from tfbertopt.export.channel_equalization import runtime_one
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
+from tfbertopt.layers.quantized_low_rank_einsum_dense import QuantizedLowRankEinsumDense
 from tfbertopt.quantization.config import QuantizationConfig
 
 MASK_MARGIN = 8.0
 SOFTMAX_OUTPUT_RANGE = (0.0, 255.0 / 256.0)   # LiteRT int8 softmax: scale 1/256, zero point -128
 PROJECTIONS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
+RANK_NAMES = {"_query_dense": "query", "_key_dense": "key", "_value_dense": "value", "_output_dense": "attention_output"}
 
 
 @keras.saving.register_keras_serializable(package="tfbertopt")
 class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
-    """`quantization`: a `QuantizationConfig` config dict ({} for the defaults)."""
+    """`quantization`: a `QuantizationConfig` config dict ({} for the defaults); `ranks`: projection name
+    ("query", "key", "value", "attention_output") -> rank, for factorized projections
+    (`QuantizedLowRankEinsumDense`)."""
 
-    def __init__(self, num_heads, key_dim, quantization=None, **kwargs):
+    def __init__(self, num_heads, key_dim, quantization=None, ranks=None, **kwargs):
         super().__init__(num_heads=num_heads, key_dim=key_dim, **kwargs)
         self.quantization = QuantizationConfig.from_config(dict(quantization or {}))
+        unknown = sorted(set(ranks or {}) - set(RANK_NAMES.values()))
+        if unknown:
+            raise ValueError(f"unknown attention projections {unknown}; choose from {sorted(RANK_NAMES.values())}")
+        self.ranks = {k: int(v) for k, v in dict(ranks or {}).items() if v is not None}
 
     def build(self, query_shape, value_shape, key_shape=None):
         super().build(query_shape, value_shape, key_shape)
@@ -67,11 +75,18 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
                   "_output_dense": tuple(query_shape[:-1]) + (self._num_heads, self._value_dim)}
         for attr in PROJECTIONS:
             dense = getattr(self, attr)
-            quantized = QuantizedEinsumDense(
-                dense.equation, dense.partial_output_shape, bias_axes=dense.bias_axes,
-                weight_bits=config.weight_bits, output_quantizer=output_quantizer,
-                input_quantizer=config.quantizer_for("matmul_inputs"),
-                output_channel_scales=config.output_channel_spread is not None, name=dense.name, **common)
+            rank = self.ranks.get(RANK_NAMES[attr])
+            if rank is None:
+                quantized = QuantizedEinsumDense(
+                    dense.equation, dense.partial_output_shape, bias_axes=dense.bias_axes,
+                    weight_bits=config.weight_bits, output_quantizer=output_quantizer,
+                    input_quantizer=config.quantizer_for("matmul_inputs"),
+                    output_channel_scales=config.output_channel_spread is not None, name=dense.name, **common)
+            else:
+                quantized = QuantizedLowRankEinsumDense(
+                    dense.equation, dense.partial_output_shape, rank, bias_axes=dense.bias_axes,
+                    weight_bits=config.weight_bits, output_quantizer=output_quantizer, rank_quantizer=output_quantizer,
+                    input_quantizer=config.quantizer_for("matmul_inputs"), name=dense.name, **common)
             quantized.build(shapes[attr])
             self._layers.remove(dense)      # untrack the float projection: the quantized one has its weights
             setattr(self, attr, quantized)
@@ -118,4 +133,5 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
     def get_config(self):
         config = super().get_config()
         config["quantization"] = self.quantization.get_config()
+        config["ranks"] = dict(self.ranks)
         return config

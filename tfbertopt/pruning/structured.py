@@ -81,7 +81,11 @@ def structure_importance(model, features: dict, labels: np.ndarray, task, batche
     """Michel-style importance of every head (array per layer) and FFN neuron, from `batches` batches.
 
     Runs the model in inference mode (no dropout) and differentiates the task loss. TensorFlow backend.
+
+    Raises:
+      UnsupportedModelError: a model `shrink` cannot apply the scores to (`check_shrinkable`).
     """
+    check_shrinkable(model)
     import tensorflow as tf
 
     from tfbertopt.data.pipeline import make_dataset, without_preprocessor

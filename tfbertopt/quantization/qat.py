@@ -1,7 +1,7 @@
-"""Quantization-aware training of keras-hub BERT classifiers: `quantize_model` and the state around it.
+"""Quantization-aware training of keras-hub text classifiers: `quantize_model` and the state around it.
 
 `quantize_model(model)` returns a new classifier whose backbone is the quantization-aware form of `model`'s
-(`PrunedBertBackbone(quantization=...)`): every attention and FFN projection and the pooler run on LiteRT's
+(`CompressedBackbone(quantization=...)`): every attention and FFN projection and the pooler run on LiteRT's
 per-channel int8 weight grid, and the activations LiteRT quantizes carry an `ActivationQuantizer` (see
 `QuantizationConfig` for which). Weights are copied exactly; with `calibration=` the activation ranges start from a
 post-training calibration pass (running min/max, as the LiteRT converter calibrates), otherwise from the first
@@ -28,7 +28,9 @@ Two target graphs (`QuantizationConfig.for_export`):
 Zeros in the encoder kernels (a pruned model) stay zero: `preserve_sparsity=True` fixes each kernel's zero pattern
 as a mask that the optimizer applies after every update, so QAT composes with pruning.
 
-BERT classifiers only (the backbone is rebuilt); a factorized (low-rank) model is refused with a clear error.
+Every family `tfbertopt.surgery` reads (the backbone is rebuilt as a quantization-aware `CompressedBackbone`).
+Factorized (low-rank) projections train as two int8 matmuls with a quantized rank-wide tensor between them
+(`QuantizedLowRankEinsumDense`), as their file runs them.
 
 Example:
 
@@ -163,25 +165,22 @@ def preserve_sparsity(model) -> int:
 
 def quantize_model(model, config: QuantizationConfig | dict | None = None, calibration=None,
                    calibration_steps: int = 100, preserve_sparsity_masks: bool = True):
-    """A quantization-aware copy of a BERT classifier (TFMOT's `quantize_model`, for keras-hub models).
+    """A quantization-aware copy of a classifier (TFMOT's `quantize_model`, for keras-hub models).
 
     Args:
-      model: a keras-hub `BertTextClassifier` (or a tfbertopt-shrunk/shared one on `PrunedBertBackbone`).
+      model: a keras-hub text classifier of a family `tfbertopt.surgery` reads, compressed or not.
       config: a `QuantizationConfig` (or its dict); defaults to LiteRT's int8 scheme at every point.
       calibration: optional GLUE `Examples` or feature dict to start the activation ranges from.
       calibration_steps: how many calibration examples.
       preserve_sparsity_masks: keep the zeros of pruned kernels exactly zero while training.
 
     Raises:
-      UnsupportedModelError: not a BERT classifier, or a factorized (low-rank) one.
+      UnsupportedModelError: a model `tfbertopt.surgery` cannot rebuild (DeBERTa-v3, or not a classifier).
     """
     if is_quantized(model):
         raise ValueError("model is already quantization-aware (its backbone has a quantization config)")
     config = QuantizationConfig.from_config(config) or QuantizationConfig()
     source = as_compressed(model)
-    if any(spec.get("ranks") for spec in source.backbone.layer_specs):
-        raise UnsupportedModelError("quantization-aware training of factorized (low-rank) layers is not supported; "
-                                    "export the factorized model with post-training int8 instead")
     quantized = rebuild(source, quantization=config.get_config())
     if preserve_sparsity_masks:
         preserve_sparsity(quantized)
