@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+# The subcommands import their modules when they run (below), the only function-level tfbertopt imports in the
+# package: `tfbertopt --help` and argument errors answer without loading TensorFlow.
 import argparse
 import logging
 import os

@@ -43,6 +43,9 @@ from pathlib import Path
 
 import yaml
 
+from tfbertopt import recipe
+from tfbertopt.quantizers.config import POINTS, TARGETS
+
 REPO = Path(__file__).resolve().parent.parent
 END = "<!-- end generated -->"
 
@@ -67,6 +70,8 @@ HEADLINE = (
 # One line per recipe in recipes/ (docs/recipes.md); keep in step with the folder (the generator checks).
 RECIPE_SUMMARIES = {
     "demo.yaml": "offline demo: a tiny random BERT on synthetic data; fine-tune, export, verify, time",
+    "demo_families.yaml": "offline demo for any family (--set model=demo-<family>): fine-tune, shrink, SVD, "
+                          "int8-matmul QAT and export",
     "mrpc_bilstm_siamese.yaml": "Tang et al.'s siamese BiLSTM on MRPC sentence pairs, from cached teacher logits",
     "mrpc_minilm_baseline.yaml": "MiniLM-L6 fine-tuned on MRPC; float32 / float16 / dynamic int8",
     "sst2_albert_factorize.yaml": "ALBERT's ideas: E=128 factorized embeddings + layers shared in pairs, "
@@ -202,9 +207,6 @@ def _option_table(schema: dict, allowed: dict | None = None) -> list[str]:
 
 def recipe_reference() -> str:
     """Markdown reference of the recipe schema: top-level keys, `data`, then each stage's options."""
-    from tfbertopt import recipe
-    from tfbertopt.quantization.config import POINTS, TARGETS
-
     stage_allowed = {
         "export": {"quantization": "list of: " + ", ".join(recipe.QUANTIZATION_CHOICES)},
         "qat": {"target": " \\| ".join(TARGETS), "points": "list of: " + ", ".join(POINTS)},

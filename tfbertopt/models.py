@@ -32,8 +32,10 @@ import keras
 import keras_hub
 from safetensors import SafetensorError
 
+from tfbertopt.data.demo import demo_vocabulary
 from tfbertopt.kernels import UnsupportedModelError
 from tfbertopt.surgery.description import family_of
+
 
 logger = logging.getLogger(__name__)
 
@@ -320,8 +322,6 @@ def tiny_classifier(family: str = "bert", vocabulary: list[str] | None = None, n
     >>> type(clf).__name__, clf.predict(["the movie is great"], verbose=0).shape
     ('RobertaTextClassifier', (1, 2))
     """
-    from tfbertopt.data.demo import demo_vocabulary
-
     if family not in TINY_FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose from {list(TINY_FAMILIES)}")
     words = list(dict.fromkeys(vocabulary if vocabulary is not None else demo_vocabulary()))

@@ -50,6 +50,9 @@ import os
 import yaml
 
 from tfbertopt.data.tasks import get_task
+from tfbertopt.distillation.config import DistillationConfig
+from tfbertopt.quantizers.config import POINTS, TARGETS
+
 
 
 class RecipeError(ValueError):
@@ -268,8 +271,6 @@ def _parse_stage(i: int, stage) -> dict:
             if q not in QUANTIZATION_CHOICES:
                 raise RecipeError(f"{path}.export.quantization: unknown '{q}'; choose from {QUANTIZATION_CHOICES}")
     if name == "qat":
-        from tfbertopt.quantization.config import POINTS, TARGETS
-
         if options["target"] not in TARGETS:
             raise RecipeError(f"{path}.qat.target: unknown '{options['target']}'; choose from {list(TARGETS)}")
         points = options["points"]
@@ -331,8 +332,6 @@ def student_kind(student) -> str:
 
 
 def _check_distill(path: str, options: dict) -> None:
-    from tfbertopt.distillation.config import DistillationConfig
-
     student = options["student"]
     if isinstance(student, str):
         if student not in DISTILL_STUDENTS:

@@ -12,6 +12,7 @@ Example (the offline demo: a tiny BERT on synthetic data, about a minute):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,11 +20,28 @@ import shlex
 import sys
 import time
 
-from tfbertopt import saving
-from tfbertopt.data.pipeline import encode
+from tfbertopt import models, saving
+from tfbertopt.bench import harness, latency, pareto
+from tfbertopt.data.demo import demo_examples, demo_vocabulary
+from tfbertopt.data.glue import load_glue
+from tfbertopt.data.pipeline import encode, steps_per_epoch
 from tfbertopt.data.tasks import get_task
-from tfbertopt.export.litert import ExportError
-from tfbertopt.kernels import UnsupportedModelError
+from tfbertopt.distillation import (DistillationConfig, IntermediateModel, TeacherCache, bilstm_student,
+                                    cache_teacher_outputs, cnn_student, narrow_student, student_from_teacher)
+from tfbertopt.distillation.mapping import layer_map
+from tfbertopt.distillation.word_students import is_word_student
+from tfbertopt.export.litert import CALIBRATED, ExportError, ExportResult
+from tfbertopt.export.verified import export_verified
+from tfbertopt.export.verify import VerificationReport
+from tfbertopt.factorization import factorize, factorize_embeddings, plan_factorization, share_layers
+from tfbertopt.kernels import UnsupportedModelError, count_params
+from tfbertopt.pruning import (ConstantSparsity, PolynomialDecay, PruningPolicy, UpdatePruningStep, get_pruning,
+                               prune_low_magnitude, strip_pruning)
+from tfbertopt.pruning.structured import (plan_by_importance, plan_drop_layers, shrink, structure_importance,
+                                          with_layerdrop)
+from tfbertopt.quantization import QuantizationConfig, activation_ranges, quantize_model
+from tfbertopt.recipe import student_kind
+from tfbertopt.train import finetune, predict_logits
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +66,6 @@ def _resolve_dir(recipe: dict, value: str | None) -> str | None:
 
 def load_data(recipe: dict):
     """(train, dev) Examples for the recipe's task and data source."""
-    from tfbertopt.data.demo import demo_examples
-    from tfbertopt.data.glue import load_glue
-
     data = recipe["data"]
     task = get_task(recipe["task"])
     if data["source"] == "demo":
@@ -76,12 +91,8 @@ def load_data(recipe: dict):
 
 
 def build_model(recipe: dict):
-    from tfbertopt import models
-
     task = get_task(recipe["task"])
     if recipe["model"] == "demo":
-        from tfbertopt.data.demo import demo_vocabulary
-
         say("model: DEMO tiny BERT (2 layers, H64, random init) over the synthetic demo vocabulary")
         return models.tiny_bert_classifier(demo_vocabulary(), num_classes=task.num_classes,
                                            sequence_length=recipe["sequence_length"], seed=recipe["seed"])
@@ -126,8 +137,6 @@ class Run:
 
 
 def _stage_finetune(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
-    from tfbertopt.train import finetune
-
     say(f"finetune: {len(train)} train / {len(dev)} dev examples, {options['epochs']} epochs")
     history = finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
                        learning_rate=options["learning_rate"], weight_decay=options["weight_decay"],
@@ -140,8 +149,6 @@ def _stage_finetune(run: Run, options: dict, stage_dir: str, train, dev) -> dict
 
 
 def _save_stage_model(run: Run, stage_dir: str, outputs: dict) -> dict:
-    from tfbertopt.kernels import count_params
-
     path = os.path.join(stage_dir, "model.keras")
     run.model.save(path)
     outputs["model"] = path
@@ -150,11 +157,6 @@ def _save_stage_model(run: Run, stage_dir: str, outputs: dict) -> dict:
 
 
 def _stage_prune(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
-    from tfbertopt.data.pipeline import steps_per_epoch
-    from tfbertopt.pruning import (ConstantSparsity, PolynomialDecay, PruningPolicy, UpdatePruningStep,
-                                   get_pruning, prune_low_magnitude, strip_pruning)
-    from tfbertopt.train import finetune
-
     steps = steps_per_epoch(len(train), options["batch_size"])
     if options["max_steps"]:
         steps = min(steps, options["max_steps"])
@@ -183,9 +185,6 @@ def _stage_prune(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
 
 
 def _stage_structured_prune(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
-    from tfbertopt.pruning.structured import plan_by_importance, plan_drop_layers, shrink, structure_importance
-    from tfbertopt.train import finetune
-
     n = min(len(train), options["importance_batches"] * options["batch_size"])
     features = encode(train.texts[:n], run.model.preprocessor)
     scores = structure_importance(run.model, features, train.labels[:n], train.task,
@@ -204,9 +203,6 @@ def _stage_structured_prune(run: Run, options: dict, stage_dir: str, train, dev)
 
 
 def _stage_layerdrop(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
-    from tfbertopt.pruning.structured import plan_drop_layers, shrink, with_layerdrop
-    from tfbertopt.train import finetune
-
     say(f"layerdrop: fine-tuning with LayerDrop p={options['rate']}, then dropping {options['drop_layers']}")
     run.model = with_layerdrop(run.model, options["rate"])
     finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
@@ -219,10 +215,6 @@ def _stage_layerdrop(run: Run, options: dict, stage_dir: str, train, dev) -> dic
 
 
 def _stage_factorize(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
-    from tfbertopt.factorization import factorize, factorize_embeddings, plan_factorization, share_layers
-    from tfbertopt.kernels import count_params
-    from tfbertopt.train import finetune
-
     before, params = run.model, count_params(run.model)
     model, done, tags = run.model, [], []
     if options["embedding_dim"] is not None:
@@ -258,8 +250,6 @@ TERM_TAGS = {"logits": "logits-kd", "hidden": "hidden-kd", "attention": "attenti
 
 def _load_teacher(run: Run, source: str, i: int):
     """The distillation teacher a `distill` stage names (see tfbertopt.recipe, option `teacher`)."""
-    from tfbertopt import models
-
     if source == "previous":
         return run.model
     if source.startswith("stage:"):
@@ -281,8 +271,6 @@ def _load_teacher(run: Run, source: str, i: int):
 
 
 def _make_student(run: Run, teacher, student, options: dict):
-    from tfbertopt.distillation import bilstm_student, cnn_student, narrow_student, student_from_teacher
-
     extra = options["student_options"]
     if student == "previous":
         model = run.model
@@ -300,10 +288,6 @@ def _make_student(run: Run, teacher, student, options: dict):
 
 def _teacher_cache(run: Run, teacher, student, config, options: dict, stage_dir: str, train):
     """A TeacherCache of the outputs the active terms need, written once per stage (reused on resume)."""
-    from tfbertopt.distillation import IntermediateModel, TeacherCache, cache_teacher_outputs
-    from tfbertopt.distillation.mapping import layer_map
-    from tfbertopt.distillation.word_students import is_word_student
-
     path = os.path.join(stage_dir, "teacher_cache")
     features = encode(train.texts, teacher.preprocessor)
     if os.path.exists(os.path.join(path, "meta.json")):
@@ -325,10 +309,6 @@ def _teacher_cache(run: Run, teacher, student, config, options: dict, stage_dir:
 
 
 def _stage_distill(run: Run, options: dict, stage_dir: str, train, dev, index: int = 0) -> dict:
-    from tfbertopt.distillation import DistillationConfig
-    from tfbertopt.recipe import student_kind
-    from tfbertopt.train import finetune
-
     config = DistillationConfig.from_config(options["distillation"])
     teacher = _load_teacher(run, options["teacher"], index)
     teacher.trainable = False
@@ -357,11 +337,6 @@ def _stage_distill(run: Run, options: dict, stage_dir: str, train, dev, index: i
 def _stage_qat(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
     """Quantization-aware fine-tuning: ranges start from a calibration pass, then train (optionally distilled, with
     finetune's default loss: 0.5 hard labels + 0.5 KL at T=2, as factorize's distill_recovery)."""
-    from tfbertopt.quantization import QuantizationConfig, activation_ranges, quantize_model
-    from tfbertopt.train import finetune
-
-    import dataclasses
-
     config = QuantizationConfig.for_export(options["target"])
     config = dataclasses.replace(config, points=tuple(options["points"] or config.points),
                                  ema_decay=options["ema_decay"], symmetric_activations=options["symmetric_activations"])
@@ -379,12 +354,6 @@ def _stage_qat(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
 
 def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
     """Writes each LiteRT variant only after it agrees with the Keras model on dev data (see export_verified)."""
-    import dataclasses
-
-    from tfbertopt.export.litert import CALIBRATED
-    from tfbertopt.export.verified import export_verified
-    from tfbertopt.train import predict_logits
-
     seq = options["sequence_length"] or run.recipe["sequence_length"]
     examples = dev if options["verify_examples"] is None else dev.take(options["verify_examples"])
     features = encode(examples.texts, run.model.preprocessor)
@@ -415,11 +384,6 @@ VARIANT_TAGS = {"float32": ["baseline", "teacher", "finetune"], "float16": ["flo
 
 def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
     """Times the files the export stage wrote (and verified), beside the float32 baseline, in one run."""
-    from tfbertopt.bench import harness, latency
-    from tfbertopt.export.litert import ExportResult
-    from tfbertopt.export.verify import VerificationReport
-    from tfbertopt.kernels import count_params
-
     task = get_task(run.recipe["task"])
     exports = [e for out in run.state["finished"].values() for e in out.get("exports", [])]
     # Stages that compress record their tags (distill, svd, sharing, ...); the exported model carries all of them.
@@ -461,7 +425,6 @@ def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dic
         harness.write_results(options["results"], run.recipe["name"], command, rows, peak, extra=extra)
     print(harness.markdown_table(doc["rows"]), flush=True)
     outputs = {"report": os.path.join(run.dir, "report.json"), "rows": rows}
-    from tfbertopt.bench import pareto
 
     try:   # the plots are extras: report.json/.md above are the essential outputs
         points, _ = pareto.points_from_results(doc, run.recipe["name"])
@@ -528,7 +491,6 @@ def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
     else:
         run.model = build_model(recipe)
     if "start_params" not in run.state:     # the stage table's reference (the recipe's model before any stage)
-        from tfbertopt.kernels import count_params
 
         run.state["start_params"] = count_params(run.model)
     for i, stage in enumerate(recipe["stages"]):

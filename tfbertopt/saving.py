@@ -25,13 +25,13 @@ import zipfile
 
 import keras
 
+import tfbertopt.distillation.word_students  # noqa: F401  (registers the BiLSTM/CNN students)
+import tfbertopt.layers  # noqa: F401  (registers tfbertopt's layers and backbones)
+import tfbertopt.train  # noqa: F401  (registers the learning-rate schedule)
 
 def load_model(path, compile: bool = True, safe_mode: bool = True):
     """`keras.saving.load_model` that also restores a keras-hub task's compiled optimizer state."""
     import keras_hub  # noqa: F401  (registers keras-hub classes)
-    import tfbertopt.distillation.word_students  # noqa: F401  (registers the BiLSTM/CNN students)
-    import tfbertopt.layers  # noqa: F401  (registers tfbertopt's layers and backbones)
-    import tfbertopt.train  # noqa: F401  (registers the learning-rate schedule)
 
     # Keras warns that it skipped compile() and the optimizer's variables: that is what is restored here.
     with warnings.catch_warnings():

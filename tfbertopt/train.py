@@ -1,4 +1,5 @@
-"""Fine-tuning and evaluation of keras-hub classifiers on GLUE tasks through plain `model.fit`.
+"""Fine-tuning of keras-hub classifiers on GLUE tasks through plain `model.fit` (scoring: `tfbertopt.evaluation`,
+whose functions this module also offers).
 
 Example:
 
@@ -19,10 +20,13 @@ import os
 import time
 
 import keras
-import numpy as np
 
 from tfbertopt import metrics as metrics_lib
 from tfbertopt.data.pipeline import encode, make_dataset, steps_per_epoch, without_preprocessor
+from tfbertopt.distillation import Distiller
+# Scoring lives in tfbertopt.evaluation; these names stay importable from here, where fine-tuning code looks.
+from tfbertopt.evaluation import evaluate, loss_for, predict_logits, predictions_from_logits  # noqa: F401
+
 
 logger = logging.getLogger(__name__)
 
@@ -63,33 +67,6 @@ def finished_epochs(backup_dir) -> int:
         return 0
     with open(path) as f:
         return int(json.load(f).get("epoch", 0))
-
-
-def loss_for(task):
-    if task.is_regression:
-        return keras.losses.MeanSquaredError()
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def predict_logits(model, features: dict, batch_size: int = 64) -> np.ndarray:
-    """Logits for pre-tokenized features, batched with per-batch padding, in dataset order."""
-    ds = make_dataset(features, None, batch_size=batch_size, shuffle=False)
-    outputs = []
-    with without_preprocessor(model):
-        for x in ds:
-            outputs.append(np.asarray(model(x, training=False)))
-    return np.concatenate(outputs)
-
-
-def predictions_from_logits(task, logits: np.ndarray) -> np.ndarray:
-    return logits[:, 0] if task.is_regression else logits.argmax(axis=-1)
-
-
-def evaluate(model, examples, batch_size: int = 64, features: dict | None = None) -> dict:
-    """Task metrics (accuracy, F1, Matthews, Pearson/Spearman as apply) of `model` on `examples`."""
-    features = features if features is not None else encode(examples.texts, model.preprocessor)
-    logits = predict_logits(model, features, batch_size)
-    return metrics_lib.compute_metrics(examples.task, examples.labels, predictions_from_logits(examples.task, logits))
 
 
 class StepProgress(keras.callbacks.Callback):
@@ -184,8 +161,6 @@ def finetune(
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     metrics = [] if task.is_regression else ["accuracy"]
     if teacher is not None:
-        from tfbertopt.distillation import Distiller
-
         fit_model = Distiller(model, teacher, distillation, teacher_weights=teacher_weights)
     elif distillation is not None:
         raise ValueError("distillation options were given without a teacher; pass teacher=...")

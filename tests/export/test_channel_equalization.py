@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from tfbertopt.data.pipeline import encode
-from tfbertopt.export.channel_equalization import (equalization_scales, equalized_matmuls, matmul_ranges)
+from tfbertopt.export.channel_equalization import equalized_matmuls
+from tfbertopt.quantizers.channel_scales import equalization_scales, matmul_ranges
 from tfbertopt.export.litert import export_litert
 from tfbertopt.export.verify import run_litert
 from tfbertopt.kernels import find_kernels

@@ -94,7 +94,7 @@ def test_export_runs_the_trained_graph(tiny_classifier, matmul_qat, demo_data, t
         """Records the fake-quantized matmul output (of y / output_scale where scaled), then runs the layer."""
         from keras import ops
 
-        from tfbertopt.quantization.quantizers import fake_quant_weight
+        from tfbertopt.quantizers.fake_quant import fake_quant_weight
 
         x = self.input_quantizer(inputs)
         y = ops.einsum(self.equation, x, fake_quant_weight(self.kernel, self._channel_axes)) + self.bias

@@ -246,18 +246,11 @@ def test_chain_shrink_factorize_qat_int8_matmul(family, classifiers, tmp_path):
 def matrix_markdown() -> str:
     """The matrix as a markdown table (the docs page's body)."""
     lines = ["| method | " + " | ".join(FAMILIES) + " |", "| --- |" + " --- |" * len(FAMILIES)]
-    for method in METHODS:
-        cells = []
-        for family in FAMILIES:
-            expected = EXPECTED_ERRORS.get((family, method))
-            cells.append("yes" if expected is None else f"{expected[0].__name__}: {expected[1]}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    for mode in EXPORTS:
-        cells = []
-        for family in FAMILIES:
-            expected = EXPORT_ERRORS.get((family, mode))
-            cells.append("yes" if expected is None else f"{expected[0].__name__}: {expected[1]}")
-        lines.append(f"| export {mode} | " + " | ".join(cells) + " |")
+    rows = [(m, m, EXPECTED_ERRORS) for m in METHODS] + [(f"export {m}", m, EXPORT_ERRORS) for m in EXPORTS]
+    for label, key, errors in rows:
+        cells = ["yes" if (family, key) not in errors else
+                 f"{errors[family, key][0].__name__}: {errors[family, key][1]}" for family in FAMILIES]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Why each error:", ""] + [f"- *{key}*: {why}." for key, why in REASONS.items()]
     return "\n".join(lines)
 

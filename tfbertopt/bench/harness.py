@@ -25,6 +25,16 @@ import time
 import keras
 import numpy as np
 
+from tfbertopt.bench import latency
+from tfbertopt.data.pipeline import encode, model_input_names, without_preprocessor
+from tfbertopt.distillation.word_students import is_word_student, student_macs
+from tfbertopt.export.litert import export_litert
+from tfbertopt.export.verified import versions
+from tfbertopt.export.verify import verify_litert
+from tfbertopt.kernels import count_macs, count_params
+from tfbertopt.train import finetune, predict_logits
+
+
 logger = logging.getLogger(__name__)
 
 
@@ -43,9 +53,6 @@ def machine_description() -> str:
 
 def keras_throughput(model, sequence_length: int = 128, batch_size: int = 32, batches: int = 3) -> float:
     """Examples per second of the Keras model's forward pass at full `sequence_length` (after one warm-up)."""
-    from tfbertopt.data.pipeline import without_preprocessor
-    from tfbertopt.export.litert import model_input_names
-
     with without_preprocessor(model):
         names = model_input_names(model)
         x = {n: np.ones((batch_size, sequence_length), np.int32) if n == "padding_mask"
@@ -92,19 +99,6 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def versions() -> dict:
-    """Versions of everything that shapes a result: recorded in every report."""
-    from importlib import metadata
-
-    out = {}
-    for name in ("tfbertopt", "tensorflow", "keras", "keras-hub", "ai-edge-litert", "numpy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 HEADER = ("benchmark", "date", "machine", "command", "int8_peak_gmacs", "versions", "rows")
 
 
@@ -122,8 +116,6 @@ def step_seconds(load, train, steps: int, learning_rate: float, verbose: int = 0
     """Median seconds per training step of `load("plain")` and `load("qat")` (the same model, plain and
     quantization-aware), `steps` steps each on the same batches of 32, back to back (the first 20 skipped as
     tracing); with their ratio `qat_over_plain`."""
-    from tfbertopt.train import finetune
-
     seconds = {}
     for kind in ("plain", "qat"):
         model = load(kind)
@@ -201,9 +193,6 @@ def litert_row(variant: str, tags: list[str], baseline: str, export_result, repo
 def model_macs(model, sequence_length: int = 128) -> int:
     """MACs of one sequence for any classifier tfbertopt exports: keras-hub transformers (`kernels.count_macs`)
     and the BiLSTM/CNN word-level students (`word_students.student_macs`)."""
-    from tfbertopt.distillation.word_students import is_word_student, student_macs
-    from tfbertopt.kernels import count_macs
-
     return student_macs(model, sequence_length) if is_word_student(model) else count_macs(model, sequence_length)
 
 
@@ -217,13 +206,6 @@ def measure_variant(model, variant: str, tags: list[str], baseline: str | None, 
 
     The row records the verification verdict (`verified`); a failed verification is reported, not hidden.
     """
-    from tfbertopt.bench import latency
-    from tfbertopt.data.pipeline import encode
-    from tfbertopt.export.litert import export_litert
-    from tfbertopt.export.verify import verify_litert
-    from tfbertopt.kernels import count_params
-    from tfbertopt.train import predict_logits
-
     features = features if features is not None else encode(dev.texts, model.preprocessor)
     keras_logits = predict_logits(model, features)
     result = export_litert(model, os.path.join(str(out_dir), f"{variant}_{quantization}.tflite"), quantization,

@@ -34,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 
+from tfbertopt.bench.latency import litert_latency_ms, serving_inputs
+
 # First match wins; order from specific to general.
 KERNEL_KINDS = [
     ("int8 GEMM (XNNPACK)", r"^xnn_q[sdu]8\w*gemm|^xnn_qd8\w*gemm|^xnn_qu8\w*gemm"),
@@ -148,8 +150,6 @@ def kernel_profile(path, num_threads: int = 2, seconds: float = 3.0, frequency: 
                    latency_runs: int = 30) -> KernelProfile:
     """Samples `seconds` of back-to-back invocations of the .tflite at `path` (batch 1) with perf and groups the
     LiteRT samples by op kind. The latency is measured first, in this process, as `litert_latency_ms` does."""
-    from tfbertopt.bench.latency import litert_latency_ms
-
     if not os.path.exists(path):
         raise FileNotFoundError(f"no LiteRT model at {path}")
     if shutil.which("perf") is None:
@@ -178,7 +178,6 @@ def _invoke_loop(path: str, num_threads: int, seconds: float) -> None:
 
     from ai_edge_litert.interpreter import Interpreter
 
-    from tfbertopt.bench.latency import serving_inputs
 
     interpreter = Interpreter(model_path=path, num_threads=num_threads)
     runner = interpreter.get_signature_runner()

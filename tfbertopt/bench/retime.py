@@ -23,6 +23,9 @@ import json
 import os
 import sys
 
+from tfbertopt.bench import harness, latency
+from tfbertopt.bench.harness import markdown_table
+
 
 def model_path(row: dict, models_dir: str) -> str:
     return os.path.join(models_dir, f"{row['variant']}_{row.get('quantization', 'float32')}.tflite")
@@ -45,8 +48,6 @@ def time_round_robin(rows: list[dict], models_dir: str, runs: int = 30, passes: 
     shared 2-core machine only ever slow a pass down, and one of several passes usually
     misses them. All passes are kept in the row. Rows not exported (`exported_rows`) are left as they are. Returns
     the int8 peak (GMAC/s), measured first."""
-    from tfbertopt.bench import latency
-
     rows = exported_rows(rows)
 
     log(f"timing: int8 peak, then every file back to back, {passes} passes")
@@ -76,7 +77,6 @@ def retime_round_robin(results_path: str, models_dir: str, command: str, runs: i
     and records how in `timing` and `retimed`. Returns the written document."""
     import time
 
-    from tfbertopt.bench import harness
 
     with open(results_path) as f:
         doc = json.load(f)
@@ -88,8 +88,6 @@ def retime_round_robin(results_path: str, models_dir: str, command: str, runs: i
 
 
 def retime(results_path: str, models_dir: str, runs: int = 30, threads=(2, 1)) -> dict:
-    from tfbertopt.bench import harness, latency
-
     with open(results_path) as f:
         doc = json.load(f)
     rows = exported_rows(doc["rows"])
@@ -119,7 +117,6 @@ def main(argv=None) -> int:
     parser.add_argument("--passes", type=int, default=1,
                         help="round-robin passes; with more than one, each row keeps its fastest pass")
     args = parser.parse_args(argv)
-    from tfbertopt.bench.harness import markdown_table
 
     if args.passes > 1:
         command = " ".join(["python -m tfbertopt.bench.retime"] + list(argv if argv is not None else sys.argv[1:]))

@@ -117,6 +117,12 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
+def model_input_names(model) -> tuple:
+    """The classifier's token inputs, in FEATURES order (DistilBERT/RoBERTa have no segment_ids)."""
+    names = {t.name.split(":")[0] for t in model.inputs} if isinstance(model.inputs, list) else set(model.inputs)
+    return tuple(n for n in FEATURES if n in names)
+
+
 @contextlib.contextmanager
 def without_preprocessor(model):
     """Detach a keras-hub task's preprocessor so fit/predict take token tensors; restore it afterwards."""

@@ -59,6 +59,9 @@ import time
 
 import numpy as np
 
+from tfbertopt.data.pipeline import encode, lengths, make_dataset
+from tfbertopt.distillation.internals import IntermediateModel, vocabulary_of, vocabulary_size
+
 FORMAT_VERSION = 1
 DEFAULT_MAX_BYTES = 10 ** 9
 
@@ -72,8 +75,6 @@ class CacheMismatchError(ValueError):
 
 
 def _features(teacher, data) -> dict:
-    from tfbertopt.data.pipeline import encode
-
     if isinstance(data, dict):
         if "token_ids" not in data or "padding_mask" not in data:
             raise ValueError(f"a feature dict needs token_ids and padding_mask (from tfbertopt.data.pipeline.encode), "
@@ -99,18 +100,13 @@ def row_keys(token_ids, padding_mask):
 
 def vocabulary_fingerprint(model) -> tuple[int | None, str | None]:
     """(vocabulary size, sha256 of the tokenizer's vocabulary) of a model, each None when unknown."""
-    from tfbertopt.distillation.distiller import _vocabulary, vocabulary_size
-
-    vocab = _vocabulary(model)
+    vocab = vocabulary_of(model)
     digest = hashlib.sha256("\n".join(map(str, vocab)).encode()).hexdigest() if vocab is not None else None
     return vocabulary_size(model), digest
 
 
 def _plan(teacher, features, logits, hidden_layers, attention_layers, embedding, dtype):
     """Shapes of every array the cache would hold, and the teacher's internals view and metadata."""
-    from tfbertopt.data.pipeline import lengths
-    from tfbertopt.distillation.internals import IntermediateModel
-
     hidden_layers = sorted(set(hidden_layers or []))
     attention_layers = sorted(set(attention_layers or []))
     view = IntermediateModel(teacher, attention=bool(attention_layers))
@@ -182,8 +178,6 @@ def cache_teacher_outputs(teacher, data, path, logits: bool = True, hidden_layer
       FileExistsError: `path` exists and `overwrite` is False.
       ValueError: layers outside the teacher, nothing to cache, an unknown dtype.
     """
-    from tfbertopt.data.pipeline import make_dataset
-
     if np.dtype(dtype).name not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     features = _features(teacher, data)

@@ -46,11 +46,12 @@ import keras
 from keras import ops
 
 from tfbertopt.distillation import losses as losses_lib
+from tfbertopt.distillation.cache import TeacherCache
 from tfbertopt.distillation.config import DistillationConfig
 from tfbertopt.distillation.internals import (AttentionUnavailableError, IntermediateModel, LogitsOnlyModel,
-                                              is_keras_hub_model)
+                                              is_keras_hub_model, vocabulary_of, vocabulary_size)
 from tfbertopt.distillation.mapping import layer_map as make_layer_map
-from tfbertopt.kernels import find_kernels
+
 
 TERMS = ("hard", "logits", "hidden", "attention", "embedding", "cls")
 
@@ -283,8 +284,6 @@ _LAYER_TERMS = ("hidden", "attention", "embedding", "cls")
 
 
 def _is_cache(model) -> bool:
-    from tfbertopt.distillation.cache import TeacherCache
-
     return isinstance(model, TeacherCache)
 
 
@@ -345,18 +344,6 @@ def _num_classes(view: IntermediateModel) -> int:
     return view.num_classes
 
 
-def _vocabulary(model):
-    preprocessor = getattr(model, "preprocessor", None)
-    tokenizer = getattr(preprocessor, "tokenizer", None)
-    get = getattr(tokenizer, "get_vocabulary", None)
-    if get is None:
-        return None
-    try:
-        return list(get())
-    except Exception:   # a tokenizer without a loaded vocabulary
-        return None
-
-
 def _check_compatible(student, s_view, teacher, t_view, t: int, adapter) -> None:
     if not t_view.has_logits and not _is_cache(teacher):
         raise ValueError(f"teacher {t} ({teacher.name}) must be a classifier (a keras-hub task model); got the "
@@ -375,24 +362,13 @@ def _check_compatible(student, s_view, teacher, t_view, t: int, adapter) -> None
         teacher.check_vocabulary(student)
         return
     s_size, t_size = vocabulary_size(student), vocabulary_size(teacher)
-    s_vocab, t_vocab = _vocabulary(student), _vocabulary(teacher)
+    s_vocab, t_vocab = vocabulary_of(student), vocabulary_of(teacher)
     if (s_size is not None and t_size is not None and s_size != t_size) or \
             (s_vocab is not None and t_vocab is not None and s_vocab != t_vocab):
         raise ValueError(f"the student ({student.name}, vocabulary of {s_size}) and teacher {t} ({teacher.name}, "
                          f"vocabulary of {t_size}) use different tokenizers, so the same token_ids mean different "
                          f"words; distil over a shared tokenizer (student_from_teacher, narrow_student) or pass "
                          f"input_adapter= (student features -> teacher features)")
-
-
-def vocabulary_size(model) -> int | None:
-    """Rows of the model's token-embedding table (keras-hub models; other models with an Embedding layer named
-    `token_embedding`), or None when it has none."""
-    if is_keras_hub_model(model):
-        return int(find_kernels(model, roles=["token_embedding"])[0].shape[0])
-    try:
-        return int(model.get_layer("token_embedding").input_dim)
-    except (ValueError, AttributeError):
-        return None
 
 
 def _default_hard_loss(view: IntermediateModel):

@@ -43,7 +43,7 @@ import inspect
 
 import keras
 
-from tfbertopt.kernels import UnsupportedModelError, encoder_layers, get_backbone
+from tfbertopt.kernels import UnsupportedModelError, encoder_layers, find_kernels, get_backbone
 
 
 class AttentionUnavailableError(UnsupportedModelError):
@@ -256,3 +256,27 @@ def internals_view(model, attention: bool = True):
         raise AttentionUnavailableError(
             f"{type(model).__name__} ({model.name}) is not a transformer: it has no attention probabilities")
     return LogitsOnlyModel(model)
+
+
+def vocabulary_of(model) -> list | None:
+    """The token vocabulary of a model's tokenizer, or None when it has none (or none loaded)."""
+    preprocessor = getattr(model, "preprocessor", None)
+    tokenizer = getattr(preprocessor, "tokenizer", None)
+    get = getattr(tokenizer, "get_vocabulary", None)
+    if get is None:
+        return None
+    try:
+        return list(get())
+    except Exception:   # a tokenizer without a loaded vocabulary
+        return None
+
+
+def vocabulary_size(model) -> int | None:
+    """Rows of the model's token-embedding table (keras-hub models; other models with an Embedding layer named
+    `token_embedding`), or None when it has none."""
+    if is_keras_hub_model(model):
+        return int(find_kernels(model, roles=["token_embedding"])[0].shape[0])
+    try:
+        return int(model.get_layer("token_embedding").input_dim)
+    except (ValueError, AttributeError):
+        return None

@@ -29,7 +29,9 @@ import keras
 
 from tfbertopt.factorization import unshare_layers
 from tfbertopt.kernels import UnsupportedModelError, encoder_call_counts, encoder_layers, find_kernels, get_backbone
+from tfbertopt.layers import PrunedBertBackbone
 from tfbertopt.pruning.structured import plan_drop_layers, shrink
+
 
 
 def student_from_teacher(teacher, layers="every_other"):
@@ -70,7 +72,6 @@ def narrow_student(teacher, hidden_dim: int, num_layers: int, num_heads: int, in
     """
     import keras_hub
 
-    from tfbertopt.layers import PrunedBertBackbone
 
     for name, value in (("hidden_dim", hidden_dim), ("num_layers", num_layers), ("num_heads", num_heads),
                         ("intermediate_dim", intermediate_dim)):

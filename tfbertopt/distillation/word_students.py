@@ -52,6 +52,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfbertopt.kernels import find_kernels, get_backbone
+
 _NEG = -1e9
 
 
@@ -218,8 +220,6 @@ class CnnStudent(WordEmbeddingStudent):
 
 def _teacher_parts(teacher):
     """(embedding table as numpy, num_classes, takes segment_ids, preprocessor) of a keras-hub classifier."""
-    from tfbertopt.kernels import find_kernels, get_backbone
-
     backbone = get_backbone(teacher)
     if backbone is teacher or not hasattr(teacher, "num_classes"):
         raise ValueError(f"the teacher must be a keras-hub classifier (its word embeddings, number of classes and "

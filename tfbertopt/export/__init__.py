@@ -3,7 +3,7 @@
 `op_report` lives in `tfbertopt.export.op_report` (not re-exported here, so that name stays the module).
 """
 
-from tfbertopt.export.calibration import calibration_features, representative_dataset
+from tfbertopt.data.calibration import calibration_features, representative_dataset
 from tfbertopt.export.litert import ExportError, ExportResult, export_litert, op_counts
 from tfbertopt.export.op_report import OpReport
 from tfbertopt.export.verified import export_verified

@@ -39,21 +39,8 @@ import contextlib
 import keras
 from keras import ops
 
-DEFAULT_MARGIN = 10.0
+from tfbertopt.layers.graph_utils import DEFAULT_MARGIN, additive_bias, broadcast_mask, floor_masked
 
-
-def broadcast_mask(layer, scores, mask):
-    """`mask` expanded from the heads axis on to `scores`' rank, as Keras' `MultiHeadAttention._masked_softmax`."""
-    axis = -len(layer._attention_axes) * 2 - 1
-    for _ in range(len(scores.shape) - len(mask.shape)):
-        mask = ops.expand_dims(mask, axis=axis)
-    return mask
-
-
-def floor_masked(scores, mask, margin: float = DEFAULT_MARGIN, axis=-1):
-    """`scores` with masked-out entries (mask False) replaced by the row's minimum minus `margin`."""
-    floor = ops.min(scores, axis=axis, keepdims=True) - margin
-    return ops.where(ops.cast(mask, "bool"), scores, floor)
 
 
 def masked_softmax_with_floor(scores, mask, axis=-1, margin: float = DEFAULT_MARGIN):
@@ -95,13 +82,6 @@ def _masking(masked_softmax):
 def quantization_friendly_masking(margin: float = DEFAULT_MARGIN):
     """Within the block, every Keras `MultiHeadAttention` (keras-hub's included) masks with a row-relative floor."""
     return _masking(lambda scores, mask: masked_softmax_with_floor(scores, mask, axis=-1, margin=margin))
-
-
-def additive_bias(mask, dtype="float32"):
-    """0 where `mask` is true and a large negative number where it is false (-1e9; -3e4 in float16, whose range
-    ends at 65504): what to add to attention scores before the softmax."""
-    big = 3e4 if keras.backend.standardize_dtype(dtype) == "float16" else 1e9
-    return ops.cast((ops.cast(mask, "float32") - 1.0) * big, dtype)
 
 
 def additive_masking():

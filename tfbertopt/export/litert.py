@@ -38,7 +38,7 @@ Quantizations:
 
 "int8", "16x8" and "int8-matmul" need `calibration=`: a feature dict from `tfbertopt.data.pipeline.encode` or GLUE `Examples`
 (tokenized with the model's preprocessor), of which `calibration_steps` examples (100 by default) are fed one at a
-time, padded to `sequence_length` (see `tfbertopt.export.calibration`).
+time, padded to `sequence_length` (see `tfbertopt.data.calibration`).
 
 Example:
 
@@ -71,9 +71,16 @@ import tempfile
 import keras
 import numpy as np
 
-from tfbertopt.data.pipeline import FEATURES, without_preprocessor
+from tfbertopt.data.calibration import calibration_features, representative_dataset
+from tfbertopt.data.pipeline import model_input_names, without_preprocessor
 from tfbertopt.export.attention_masking import additive_masking, quantization_friendly_masking
+from tfbertopt.export.channel_equalization import equalized_matmuls
 from tfbertopt.export.integer_tracing import integer_friendly_ops
+from tfbertopt.export.op_report import op_report
+from tfbertopt.quantization.qat import activation_ranges, quantization_config, uninitialized_quantizers
+from tfbertopt.quantizers.channel_scales import equalization_scales, matmul_ranges
+from tfbertopt.quantizers.config import TARGETS
+
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +114,6 @@ class ExportResult:
         """Ops left in float in a calibrated export (None for the other modes; int8-matmul keeps most ops float
         by design)."""
         return None if self.op_report is None else self.op_report.float_op_count
-
-
-def model_input_names(model) -> tuple:
-    """The classifier's token inputs, in FEATURES order (DistilBERT/RoBERTa have no segment_ids)."""
-    names = {t.name.split(":")[0] for t in model.inputs} if isinstance(model.inputs, list) else set(model.inputs)
-    return tuple(n for n in FEATURES if n in names)
 
 
 def _serving_function(model, input_names, num_classes):
@@ -295,8 +296,6 @@ def export_litert(
     if quantization in CALIBRATED and calibration is None:
         raise ValueError(f"quantization='{quantization}' needs a calibration set: pass calibration= a feature dict "
                          f"from tfbertopt.data.pipeline.encode or GLUE Examples (e.g. 100 training examples)")
-    from tfbertopt.quantization.config import TARGETS
-    from tfbertopt.quantization.qat import activation_ranges, quantization_config, uninitialized_quantizers
 
     trained = quantization_config(model)
     if trained is not None and quantization in TARGETS and \
@@ -317,8 +316,6 @@ def export_litert(
                           f"quantization-aware model diverged; retrain or recalibrate it before exporting")
     representative = None
     if quantization in CALIBRATED:
-        from tfbertopt.export.calibration import calibration_features, representative_dataset
-
         with without_preprocessor(model):
             names = model_input_names(model)
         features = calibration_features(calibration, model, names, sequence_length, calibration_steps)
@@ -330,8 +327,6 @@ def export_litert(
         logger.info("int8-matmul: quantization-aware model, %d trained activation ranges",
                     len(activation_ranges(model)))
     elif quantization == "int8-matmul":
-        from tfbertopt.export.channel_equalization import equalization_scales, equalized_matmuls, matmul_ranges
-
         with without_preprocessor(model):
             scales = {} if min_spread is None else equalization_scales(model, matmul_ranges(model, features),
                                                                        min_spread)
@@ -352,8 +347,6 @@ def export_litert(
     logger.info("wrote %s (%s, %.1f MB)", path, quantization, len(flatbuffer) / 1e6)
     report = None
     if quantization in CALIBRATED:
-        from tfbertopt.export.op_report import op_report
-
         report = op_report(path)
         logger.info("%s: %d of %d ops stayed float", path, report.float_op_count, len(report.ops))
     return ExportResult(str(path), quantization, len(flatbuffer), ops, sequence_length, input_names, report)

@@ -72,6 +72,9 @@ import zipfile
 
 import numpy as np
 
+from tfbertopt.data.pipeline import encode
+from tfbertopt.evaluation import predict_logits
+
 logger = logging.getLogger(__name__)
 
 METADATA_NAME = "TFLITE_METADATA"
@@ -365,9 +368,6 @@ def check_for_mediapipe(tflite_path, model_or_preprocessor, labels, max_score_di
         raise MetadataError(f"output {output!r} is not a probability distribution ({probs.tolist()}): MediaPipe "
                             f"would report these raw values as scores")
     if max_score_diff is not None and hasattr(model_or_preprocessor, "backbone"):
-        from tfbertopt.data.pipeline import encode
-        from tfbertopt.train import predict_logits
-
         features = encode([(text,)], model_or_preprocessor.preprocessor)
         keras_logits = predict_logits(model_or_preprocessor, features)
         keras_probs = np.exp(keras_logits - keras_logits.max(-1, keepdims=True))

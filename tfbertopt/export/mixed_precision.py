@@ -56,6 +56,12 @@ import re
 
 import numpy as np
 
+from tfbertopt.data.calibration import calibration_features, representative_dataset
+from tfbertopt.data.pipeline import model_input_names, without_preprocessor
+from tfbertopt.evaluation import predict_logits
+from tfbertopt.export.litert import ExportError, ExportResult, convert_saved_model, op_counts, saved_model
+from tfbertopt.export.op_report import op_report
+
 logger = logging.getLogger(__name__)
 
 # Ops whose precision the quantizer decides and that compute something (shape ops follow their neighbours).
@@ -269,11 +275,6 @@ class MixedPrecision:
     def __init__(self, model, calibration, sequence_length: int = 128, calibration_steps: int = 100,
                  holdout=None, holdout_size: int = 200, granularity: str = "layer_kind", num_threads: int = 2,
                  attention_masking: str = "floor", trace_form: str = "keras"):
-        from tfbertopt.data.pipeline import without_preprocessor
-        from tfbertopt.export.calibration import calibration_features, representative_dataset
-        from tfbertopt.export.litert import ExportError, convert_saved_model, model_input_names, saved_model
-        from tfbertopt.train import predict_logits
-
         if granularity not in GRANULARITIES:
             raise ValueError(f"unknown granularity {granularity!r}; choose one of {GRANULARITIES}")
         if not sequence_length:
@@ -520,9 +521,6 @@ class MixedPrecision:
 
     def export(self, path, selection: Selection):
         """Writes the selected mixed-precision model; returns a MixedPrecisionResult (op_report included)."""
-        from tfbertopt.export.litert import ExportError, ExportResult, op_counts
-        from tfbertopt.export.op_report import op_report
-
         flatbuffer = self.quantize(selection.denylisted_nodes, selection.denylisted_ops)
         ops = op_counts(flatbuffer)
         foreign = sorted(op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE", "NumericVerify"))

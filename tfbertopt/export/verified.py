@@ -25,7 +25,22 @@ import json
 import os
 
 from tfbertopt.export.litert import export_litert
+from tfbertopt.export.mixed_precision import export_mixed_precision
 from tfbertopt.export.verify import VerificationError, verify_litert
+
+
+
+def versions() -> dict:
+    """Versions of everything that shapes a result: recorded in every report."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("tfbertopt", "tensorflow", "keras", "keras-hub", "ai-edge-litert", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def export_verified(model, path, examples, quantization: str = "float32", sequence_length: int | None = 128,
@@ -39,13 +54,10 @@ def export_verified(model, path, examples, quantization: str = "float32", sequen
     (a budget such as `max_float_ops`, and `holdout` examples to select on; never the verification examples).
     `tolerances`: `max_logit_diff`, `min_agreement`.
     """
-    from tfbertopt.bench.harness import versions
 
     path = str(path)
     staging = path + ".unverified"
     if quantization == "mixed":
-        from tfbertopt.export.mixed_precision import export_mixed_precision
-
         mixed = export_mixed_precision(model, staging, sequence_length, calibration=calibration,
                                        calibration_steps=calibration_steps, **(mixed_precision or {}))
         result = mixed.export

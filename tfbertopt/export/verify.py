@@ -26,7 +26,7 @@ import numpy as np
 
 from tfbertopt import metrics as metrics_lib
 from tfbertopt.data.pipeline import encode
-from tfbertopt.train import predict_logits, predictions_from_logits
+from tfbertopt.evaluation import predict_logits, predictions_from_logits
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfbertopt.quantization.quantizers import fake_quant_activation
+from tfbertopt.quantizers.fake_quant import fake_quant_activation
 
 
 @keras.saving.register_keras_serializable(package="tfbertopt")

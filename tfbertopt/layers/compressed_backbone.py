@@ -61,7 +61,7 @@ from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.compressed_transformer_encoder import CompressedTransformerEncoder, PrunedTransformerEncoder
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
-from tfbertopt.quantization.config import QuantizationConfig
+from tfbertopt.quantizers.config import QuantizationConfig
 
 PROJECTIONS = ("factorized", "after_norm")
 

@@ -37,7 +37,7 @@ from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
 from tfbertopt.layers.quantized_low_rank_einsum_dense import QuantizedLowRankEinsumDense
 from tfbertopt.layers.quantized_multi_head_attention import QuantizedMultiHeadAttention
-from tfbertopt.quantization.config import QuantizationConfig
+from tfbertopt.quantizers.config import QuantizationConfig
 
 ATTENTION_RANK_ROLES = {"attention_query": "query", "attention_key": "key", "attention_value": "value",
                         "attention_output": "attention_output"}

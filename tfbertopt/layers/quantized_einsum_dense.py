@@ -24,9 +24,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfbertopt.export.channel_equalization import rescaled, runtime_one
+from tfbertopt.layers.graph_utils import rescaled, runtime_one
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
-from tfbertopt.quantization.quantizers import channel_axes_of, fake_quant_weight
+from tfbertopt.quantizers.fake_quant import channel_axes_of, fake_quant_weight
 
 
 @keras.saving.register_keras_serializable(package="tfbertopt")

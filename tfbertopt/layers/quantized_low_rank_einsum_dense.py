@@ -22,10 +22,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfbertopt.export.channel_equalization import runtime_one
+from tfbertopt.layers.graph_utils import runtime_one
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.low_rank_einsum_dense import LowRankEinsumDense
-from tfbertopt.quantization.quantizers import fake_quant_weight
+from tfbertopt.quantizers.fake_quant import fake_quant_weight
 
 QUANTIZERS = ("input_quantizer", "rank_quantizer", "pre_activation_quantizer", "output_quantizer")
 

@@ -38,12 +38,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfbertopt.export.attention_masking import additive_bias, broadcast_mask, floor_masked
-from tfbertopt.export.channel_equalization import runtime_one
+from tfbertopt.layers.graph_utils import additive_bias, broadcast_mask, floor_masked, runtime_one
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.layers.quantized_low_rank_einsum_dense import QuantizedLowRankEinsumDense
-from tfbertopt.quantization.config import QuantizationConfig
+from tfbertopt.quantizers.config import QuantizationConfig
 
 MASK_MARGIN = 8.0
 SOFTMAX_OUTPUT_RANGE = (0.0, 255.0 / 256.0)   # LiteRT int8 softmax: scale 1/256, zero point -128

@@ -29,8 +29,12 @@ import logging
 
 import numpy as np
 
-from tfbertopt.kernels import UnsupportedModelError, encoder_call_counts, encoder_layers, encoder_shapes, get_backbone
+from tfbertopt.data.pipeline import make_dataset, without_preprocessor
+from tfbertopt.evaluation import loss_for
+from tfbertopt.kernels import (UnsupportedModelError, encoder_call_counts, encoder_layers, encoder_shapes,
+                               find_kernels, get_backbone)
 from tfbertopt.surgery import as_compressed, rebuild
+
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +92,6 @@ def structure_importance(model, features: dict, labels: np.ndarray, task, batche
     check_shrinkable(model)
     import tensorflow as tf
 
-    from tfbertopt.data.pipeline import make_dataset, without_preprocessor
-    from tfbertopt.kernels import find_kernels
-    from tfbertopt.train import loss_for
 
     outputs = find_kernels(model, roles=["attention_output"])
     ffn_out = find_kernels(model, roles=["ffn_output"])

@@ -49,16 +49,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfbertopt.data.pipeline import without_preprocessor
+from tfbertopt.data.calibration import calibration_features
+from tfbertopt.data.pipeline import model_input_names, without_preprocessor
 from tfbertopt.kernels import UnsupportedModelError, find_kernels, get_backbone
-from tfbertopt.quantization.config import QuantizationConfig
+from tfbertopt.layers import ActivationQuantizer
+from tfbertopt.pruning.prune import attach_mask
+from tfbertopt.quantizers.channel_scales import equalization_scales, matmul_ranges
+from tfbertopt.quantizers.config import QuantizationConfig
 from tfbertopt.surgery import as_compressed, rebuild
+
 
 
 def activation_quantizers(model) -> dict:
     """{path: ActivationQuantizer} of every learned-range activation quantizer in `model`."""
-    from tfbertopt.layers import ActivationQuantizer
-
     found = {}
     for layer in model._flatten_layers(include_self=True, recursive=True):
         if isinstance(layer, ActivationQuantizer) and layer.fixed_range is None and layer.built:
@@ -122,9 +125,6 @@ def calibrate_ranges(model, calibration, steps: int = 100, batch_size: int = 16)
 
 
 def _calibration_features(model, calibration, steps):
-    from tfbertopt.export.calibration import calibration_features
-    from tfbertopt.export.litert import model_input_names
-
     with without_preprocessor(model):
         names = model_input_names(model)
     return calibration_features(calibration, model, names, None, steps)
@@ -134,8 +134,6 @@ def set_output_channel_scales(quantized, source, calibration, min_spread: float,
     """Gives the projections of `quantized` whose output channels spread by more than `min_spread` on
     `calibration` (measured on the float `source`) per-channel output scales, as the "int8-matmul" export does
     (`tfbertopt.export.channel_equalization`); returns how many."""
-    from tfbertopt.export.channel_equalization import equalization_scales, matmul_ranges
-
     features = _calibration_features(source, calibration, steps)
     with without_preprocessor(source):
         scales = equalization_scales(source, matmul_ranges(source, features), min_spread)
@@ -152,7 +150,6 @@ def preserve_sparsity(model) -> int:
     """Fixes the zero pattern of every encoder kernel that has zeros as a mask constraint; returns how many."""
     import keras
 
-    from tfbertopt.pruning.prune import attach_mask
 
     count = 0
     for ref in find_kernels(model):

@@ -16,7 +16,7 @@ which LiteRT flattens into the FULLY_CONNECTED output channels.
 Example:
 
 >>> import numpy as np
->>> from tfbertopt.quantization.quantizers import channel_axes_of, fake_quant_weight
+>>> from tfbertopt.quantizers.fake_quant import channel_axes_of, fake_quant_weight
 >>> channel_axes_of("abc,cde->abde"), channel_axes_of("abcd,cde->abe")
 ((1, 2), (2,))
 >>> w = np.array([[0.5, -2.0], [0.26, 1.0]], "float32")

@@ -43,6 +43,10 @@ from __future__ import annotations
 
 import dataclasses
 
+# Output channels that spread by more than this factor get per-channel output scales in int8-matmul
+# (`tfbertopt.export.channel_equalization`).
+DEFAULT_MIN_SPREAD = 8.0
+
 POINTS = ("embeddings", "linear", "attention", "gelu", "residual", "layer_norm", "layer_norm_internals",
           "matmul_inputs", "embedding_lookups")
 DEFAULT_POINTS = POINTS[:6]
@@ -97,8 +101,6 @@ class QuantizationConfig:
         if quantization == "int8":
             return cls()
         if quantization == "int8-matmul":
-            from tfbertopt.export.channel_equalization import DEFAULT_MIN_SPREAD
-
             return cls(points=MATMUL_POINTS, output_channel_spread=DEFAULT_MIN_SPREAD)
         raise ValueError(f"quantization-aware training targets quantization {' or '.join(map(repr, TARGETS))}, "
                          f"got {quantization!r}")

@@ -16,7 +16,7 @@ Example:
 
 >>> from tfbertopt.data.demo import demo_examples, demo_vocabulary
 >>> from tfbertopt.models import tiny_bert_classifier
->>> from tfbertopt.export.calibration import calibration_features, representative_dataset
+>>> from tfbertopt.data.calibration import calibration_features, representative_dataset
 >>> clf = tiny_bert_classifier(demo_vocabulary(), sequence_length=16)
 >>> names = ("token_ids", "padding_mask", "segment_ids")
 >>> features = calibration_features(demo_examples("train", 40), clf, names, sequence_length=16, steps=8)
@@ -30,6 +30,8 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+
+from tfbertopt.data.pipeline import encode
 
 DEFAULT_STEPS = 100
 
@@ -63,7 +65,6 @@ def calibration_features(calibration, model, input_names, sequence_length: int |
         if preprocessor is None:
             raise ValueError("calibration= got GLUE Examples but the model has no preprocessor to tokenize them; "
                              "pass a feature dict from tfbertopt.data.pipeline.encode instead")
-        from tfbertopt.data.pipeline import encode
 
         texts = list(calibration.texts)
         chosen = _sample(len(texts), steps, seed)

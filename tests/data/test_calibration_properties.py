@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 from helpers.profiles import examples  # pytest puts tests/ on sys.path
 
-from tfbertopt.export.calibration import calibration_features
+from tfbertopt.data.calibration import calibration_features
 
 NAMES = ("token_ids", "padding_mask", "segment_ids")
 EXAMPLES = 120   # max_examples of each property below (counted in the report of issue 8)

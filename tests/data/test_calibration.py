@@ -5,7 +5,7 @@ import pytest
 
 from tfbertopt.data.glue import Examples, get_task
 from tfbertopt.data.pipeline import encode
-from tfbertopt.export.calibration import calibration_features, representative_dataset
+from tfbertopt.data.calibration import calibration_features, representative_dataset
 
 NAMES = ("token_ids", "padding_mask", "segment_ids")
 
