@@ -52,6 +52,7 @@ import yaml
 from tfbertopt.data.tasks import get_task
 from tfbertopt.distillation.config import DistillationConfig
 from tfbertopt.quantizers.config import POINTS, TARGETS
+from tfbertopt.quantizers.modes import names
 
 
 
@@ -181,7 +182,7 @@ STAGES = {
         "threads": ([2, 1], list, "LiteRT thread counts to time"),
     },
 }
-QUANTIZATION_CHOICES = ("float32", "float16", "dynamic", "int8", "int8-matmul", "mixed")
+QUANTIZATION_CHOICES = names(recipe=True)
 TOP_LEVEL = {
     "name": (None, str, "recipe name (output folder name)"),
     "model": (None, str, "model source"),

@@ -30,7 +30,7 @@ from tfbertopt.distillation import (DistillationConfig, IntermediateModel, Teach
                                     cache_teacher_outputs, cnn_student, narrow_student, student_from_teacher)
 from tfbertopt.distillation.mapping import layer_map
 from tfbertopt.distillation.word_students import is_word_student
-from tfbertopt.export.litert import CALIBRATED, ExportError, ExportResult
+from tfbertopt.export.litert import ExportError, ExportResult
 from tfbertopt.export.verified import export_verified
 from tfbertopt.export.verify import VerificationReport
 from tfbertopt.factorization import factorize, factorize_embeddings, plan_factorization, share_layers
@@ -40,6 +40,7 @@ from tfbertopt.pruning import (ConstantSparsity, PolynomialDecay, PruningPolicy,
 from tfbertopt.pruning.structured import (plan_by_importance, plan_drop_layers, shrink, structure_importance,
                                           with_layerdrop)
 from tfbertopt.quantization import QuantizationConfig, activation_ranges, quantize_model
+from tfbertopt.quantizers.modes import MODES
 from tfbertopt.recipe import student_kind
 from tfbertopt.train import finetune, predict_logits
 
@@ -365,7 +366,7 @@ def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
             run.model, os.path.join(stage_dir, f"model_{q}.tflite"), examples, q, seq, force=options["force"],
             features=features, keras_logits=keras_logits, max_logit_diff=options["max_logit_diff"],
             min_agreement=options["min_agreement"],
-            calibration=train if q in CALIBRATED or q == "mixed" else None,
+            calibration=train if MODES[q].calibrated else None,
             calibration_steps=options["calibration_steps"], mixed_precision=None if q != "mixed" else {
                 "max_float_ops": options["mixed_max_float_ops"], "holdout": train,
                 "holdout_size": options["mixed_holdout"]})
@@ -377,9 +378,7 @@ def _stage_export(run: Run, options: dict, stage_dir: str, train, dev) -> dict:
     return {"exports": exports}
 
 
-VARIANT_TAGS = {"float32": ["baseline", "teacher", "finetune"], "float16": ["float16"], "dynamic": ["ptq-dynamic"],
-                "int8": ["ptq-int8"], "int8-matmul": ["ptq-int8", "mixed-precision", "equalized"],
-                "mixed": ["mixed-precision"]}
+VARIANT_TAGS = {name: list(mode.tags) for name, mode in MODES.items()}
 
 
 def _stage_benchmark(run: Run, options: dict, stage_dir: str, train, dev) -> dict:

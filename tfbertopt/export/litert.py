@@ -80,13 +80,15 @@ from tfbertopt.export.op_report import op_report
 from tfbertopt.quantization.qat import activation_ranges, quantization_config, uninitialized_quantizers
 from tfbertopt.quantizers.channel_scales import equalization_scales, matmul_ranges
 from tfbertopt.quantizers.config import TARGETS
+from tfbertopt.quantizers.modes import names
 
 
 logger = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "16x8", "int8-matmul")
-CALIBRATED = ("int8", "16x8", "int8-matmul")
-FULL_INTEGER = ("int8", "16x8")   # the calibrated modes whose softmax (and so its input's mask) is integer
+# From the one registry of modes (`tfbertopt.quantizers.modes`).
+QUANTIZATIONS = names(litert=True)
+CALIBRATED = names(litert=True, calibrated=True)
+FULL_INTEGER = names(litert=True, integer_softmax=True)   # whose softmax (and so its input's mask) is integer
 # "int8-matmul" quantizes these op kinds only (QUANTIZE/DEQUANTIZE are the conversions around them).
 MATMUL_INT8_OPS = ("FULLY_CONNECTED", "GATHER", "QUANTIZE", "DEQUANTIZE")
 

@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfbertopt.quantizers.modes import names
+
 # Output channels that spread by more than this factor get per-channel output scales in int8-matmul
 # (`tfbertopt.export.channel_equalization`).
 DEFAULT_MIN_SPREAD = 8.0
@@ -54,7 +56,7 @@ DEFAULT_POINTS = POINTS[:6]
 # and outputs, the rest float.
 MATMUL_POINTS = ("matmul_inputs", "linear", "embedding_lookups")
 # The export_litert quantizations that quantization-aware training can train for (`QuantizationConfig.for_export`).
-TARGETS = ("int8", "int8-matmul")
+TARGETS = names(qat_target=True)
 
 
 @dataclasses.dataclass(frozen=True)
