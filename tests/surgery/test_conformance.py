@@ -181,9 +181,6 @@ REASONS.update({
     "exactly 3 int32 inputs": "MediaPipe's BERT text classifier feeds token ids, mask and segment ids; RoBERTa, "
                               "XLM-RoBERTa, DistilBERT and DeBERTa-v3 take no segment ids",
 })
-_EXPORT_CACHE = {}
-
-
 def export_check(mode, clf, x, folder):
     """Exports `clf` in `mode` and checks that the file agrees with Keras (float: logits; quantized: labels)."""
     from tfbertopt.export.litert import export_litert

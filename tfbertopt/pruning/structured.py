@@ -32,8 +32,8 @@ import numpy as np
 from tfbertopt.data.pipeline import make_dataset, without_preprocessor
 from tfbertopt.evaluation import loss_for
 from tfbertopt.kernels import (UnsupportedModelError, encoder_call_counts, encoder_layers, encoder_shapes,
-                               find_kernels, get_backbone)
-from tfbertopt.surgery import as_compressed, rebuild
+                               find_kernels)
+from tfbertopt.surgery import as_compressed, check_classifier, describe, rebuild
 
 
 logger = logging.getLogger(__name__)
@@ -67,12 +67,14 @@ def full_plan(model) -> StructurePlan:
 
 def check_shrinkable(model) -> None:
     """UnsupportedModelError, saying why, when `shrink` cannot remove heads or neurons from `model`: DeBERTa-v3
-    (see `tfbertopt.surgery.describe`), a quantization-aware model, or one with low-rank or block-shared layers."""
-    backbone = get_backbone(as_compressed(model))
-    if backbone.quantization is not None:
+    (see `tfbertopt.surgery.describe`), a quantization-aware model, or one with low-rank or block-shared layers.
+    Reads the model's description only: no copy of it is built."""
+    check_classifier(model)
+    config = describe(model).config
+    if config.get("quantization") is not None:
         raise UnsupportedModelError("structured pruning of a quantization-aware model would discard its trained "
                                     "ranges; prune and shrink first, then quantize (tfbertopt.quantization)")
-    for i, spec in enumerate(backbone.layer_specs):
+    for i, spec in enumerate(config["layer_specs"]):
         if spec.get("ranks"):
             raise UnsupportedModelError(f"layer {i} is factorized (low-rank); prune and shrink first, then factorize")
         if spec.get("attention_shared_with") is not None or spec.get("ffn_shared_with") is not None:

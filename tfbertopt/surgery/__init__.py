@@ -6,6 +6,6 @@ Every compression in tfbertopt builds its model through `rebuild`.
 """
 
 from tfbertopt.surgery.description import EncoderDescription, describe, family_of
-from tfbertopt.surgery.rebuild import as_compressed, copy_encoder, rebuild, task_like
+from tfbertopt.surgery.rebuild import as_compressed, check_classifier, copy_encoder, rebuild, task_like
 
-__all__ = ["EncoderDescription", "describe", "family_of", "as_compressed", "rebuild", "copy_encoder", "task_like"]
+__all__ = ["EncoderDescription", "describe", "family_of", "as_compressed", "check_classifier", "rebuild", "copy_encoder", "task_like"]

@@ -37,7 +37,8 @@ _EMBEDDING_ROLES = ("token_embedding", "position_embedding", "segment_embedding"
                     "embedding_layer_norm", "pooler")
 
 
-def _check_task(model):
+def check_classifier(model):
+    """UnsupportedModelError unless `model` is a keras-hub text classifier (a backbone and an `output_dense` head)."""
     if get_backbone(model) is model or not hasattr(model, "output_dense"):
         raise UnsupportedModelError(f"{type(model).__name__} is not a keras-hub text classifier (backbone + "
                                     f"output_dense, e.g. BertTextClassifier); tfbertopt compresses classifiers")
@@ -79,7 +80,7 @@ def copy_encoder(src, dst, heads=None, neurons=None):
 
 def as_compressed(model):
     """`model` on a `CompressedBackbone`: itself if it already is, else an exact copy (same logits)."""
-    _check_task(model)
+    check_classifier(model)
     if isinstance(get_backbone(model), CompressedBackbone):
         return model
     description = describe(model)
