@@ -91,3 +91,31 @@ def test_finetune_with_a_teacher_distils_into_the_student(tiny_classifier):
 def test_distillation_options_without_a_teacher_are_an_error(tiny_classifier, demo_data):
     with pytest.raises(ValueError, match="without a teacher"):
         finetune(tiny_classifier, demo_data[0], distillation={"logits": "kl"}, max_steps=1, verbose=0)
+
+
+@pytest.mark.parametrize("with_teacher", [False, True])
+def test_fit_traces_the_train_step_once(tiny_classifier, demo_data, with_teacher):
+    """`build_training_state` creates the optimizer and metric variables before fit, so TensorFlow traces the step
+    once (it traces it twice when the first trace creates variables); plain and distilling runs alike."""
+    from tfbertopt.distillation import Distiller
+
+    traces = []
+    target = Distiller if with_teacher else type(tiny_classifier)
+    original = target.train_step
+
+    def counting(self, data):
+        traces.append(1)
+        return original(self, data)
+
+    teacher = tiny_classifier if with_teacher else None
+    student = tiny_classifier
+    if with_teacher:
+        from tfbertopt.distillation import narrow_student
+
+        student = narrow_student(teacher, hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32)
+    target.train_step = counting
+    try:
+        finetune(student, demo_data[0], epochs=1, batch_size=64, teacher=teacher, verbose=0)
+    finally:
+        target.train_step = original
+    assert len(traces) == 1
