@@ -16,12 +16,11 @@ import dataclasses
 import json
 import logging
 import os
-import shlex
-import sys
 import time
 
 from tfbertopt import models, saving
 from tfbertopt.bench import harness, latency, pareto
+from tfbertopt.bench.harness import command_line
 from tfbertopt.data.demo import demo_examples, demo_vocabulary
 from tfbertopt.data.glue import load_glue
 from tfbertopt.data.pipeline import encode, steps_per_epoch
@@ -461,13 +460,6 @@ def stage_table(rows: list[dict]) -> str:
         cells += [f"{r[m]:.4f}" if isinstance(r.get(m), (int, float)) else "-" for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def command_line() -> str:
-    """The command that started this process, as a user would type it."""
-    args = " ".join(shlex.quote(a) for a in sys.argv[1:])
-    return f"tfbertopt {args}" if os.path.basename(sys.argv[0]) == "tfbertopt" else \
-        " ".join(shlex.quote(a) for a in sys.argv)
 
 
 STAGE_FUNCTIONS = {"finetune": _stage_finetune, "prune": _stage_prune, "structured_prune": _stage_structured_prune,
