@@ -48,12 +48,12 @@ import numpy as np  # noqa: E402
 
 from tfbertopt import metrics as metrics_lib  # noqa: E402
 from tfbertopt.bench import harness, latency  # noqa: E402
+from tfbertopt.bench.harness import command_line  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode, without_preprocessor  # noqa: E402
 from tfbertopt.export.litert import ExportResult, model_input_names, op_counts, saved_model  # noqa: E402
 from tfbertopt.export.verify import VerificationReport  # noqa: E402
 from tfbertopt.kernels import count_params  # noqa: E402
-from tfbertopt.runner import command_line  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
 from tfbertopt.train import predict_logits, predictions_from_logits  # noqa: E402
 

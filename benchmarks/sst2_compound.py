@@ -17,10 +17,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from tfbertopt.bench import harness, latency  # noqa: E402
+from tfbertopt.bench.harness import command_line  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
 from tfbertopt.recipe import load_recipe  # noqa: E402
-from tfbertopt.runner import command_line, run_recipe  # noqa: E402
+from tfbertopt.runner import run_recipe  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
 
 

@@ -45,7 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 from tfbertopt.bench import harness, latency  # noqa: E402
-from tfbertopt.bench.harness import StepTimer  # noqa: E402
+from tfbertopt.bench.harness import StepTimer, command_line  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode, steps_per_epoch  # noqa: E402
 from tfbertopt.distillation import (  # noqa: E402
@@ -57,7 +57,6 @@ from tfbertopt.distillation import (  # noqa: E402
     student_from_teacher,
 )
 from tfbertopt.pruning import PolynomialDecay, UpdatePruningStep, get_pruning, prune_low_magnitude, strip_pruning  # noqa: E402,E501
-from tfbertopt.runner import command_line  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
 from tfbertopt.train import finetune  # noqa: E402
 

@@ -26,11 +26,10 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfbertopt.bench import harness, latency  # noqa: E402
-from tfbertopt.bench.harness import StepTimer  # noqa: E402
+from tfbertopt.bench.harness import StepTimer, command_line  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
 from tfbertopt.factorization import factorize, factorize_embeddings, plan_factorization, share_layers  # noqa: E402
-from tfbertopt.runner import command_line  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
 from tfbertopt.train import evaluate, finetune  # noqa: E402
 

@@ -33,9 +33,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 from tfbertopt.bench import harness, latency  # noqa: E402
+from tfbertopt.bench.harness import command_line  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
-from tfbertopt.runner import command_line  # noqa: E402
 
 
 def log(message: str) -> None:

@@ -34,10 +34,10 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfbertopt.bench import harness, profile  # noqa: E402
+from tfbertopt.bench.harness import command_line  # noqa: E402
 from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, retime_round_robin, time_round_robin  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
-from tfbertopt.runner import command_line  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
 
 VARIANTS = [  # variant, tags, quantization, export options

@@ -36,11 +36,11 @@ def mediapipe_probabilities(path, texts, labels):
 
 def main(argv=None):
     from tfbertopt.bench import harness
+    from tfbertopt.bench.harness import command_line
     from tfbertopt.data.glue import load_glue
     from tfbertopt.data.pipeline import encode
     from tfbertopt.export.litert import export_litert
     from tfbertopt.export.metadata import mediapipe_text, write_metadata
-    from tfbertopt.runner import command_line
     from tfbertopt.saving import load_model
     from tfbertopt.train import predict_logits
 

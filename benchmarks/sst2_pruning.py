@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 from tfbertopt.bench import harness, latency  # noqa: E402
-from tfbertopt.bench.harness import StepTimer  # noqa: E402
+from tfbertopt.bench.harness import StepTimer, command_line  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
 from tfbertopt.pruning import (  # noqa: E402
@@ -44,7 +44,6 @@ from tfbertopt.pruning.structured import (  # noqa: E402
     structure_importance,
     with_layerdrop,
 )
-from tfbertopt.runner import command_line  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
 from tfbertopt.train import evaluate, finetune  # noqa: E402
 

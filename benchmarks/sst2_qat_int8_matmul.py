@@ -34,12 +34,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from tfbertopt.bench import harness  # noqa: E402
+from tfbertopt.bench.harness import command_line  # noqa: E402
 from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, retime_round_robin, time_round_robin  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode, steps_per_epoch  # noqa: E402
 from tfbertopt.distillation import DistillationConfig  # noqa: E402
 from tfbertopt.quantization import QuantizationConfig, activation_ranges, quantize_model  # noqa: E402
-from tfbertopt.runner import command_line  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
 from tfbertopt.train import finetune  # noqa: E402
 

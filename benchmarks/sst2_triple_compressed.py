@@ -38,6 +38,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfbertopt.bench import harness  # noqa: E402
+from tfbertopt.bench.harness import command_line  # noqa: E402
 from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, retime_round_robin, time_round_robin  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
@@ -45,7 +46,7 @@ from tfbertopt.export.litert import export_litert  # noqa: E402
 from tfbertopt.export.verify import verify_litert  # noqa: E402
 from tfbertopt.kernels import count_params  # noqa: E402
 from tfbertopt.recipe import load_recipe  # noqa: E402
-from tfbertopt.runner import command_line, run_recipe  # noqa: E402
+from tfbertopt.runner import run_recipe  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
 from tfbertopt.train import predict_logits  # noqa: E402
 

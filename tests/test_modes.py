@@ -5,8 +5,7 @@ import pytest
 from tfbertopt.export.litert import CALIBRATED, FULL_INTEGER, QUANTIZATIONS
 from tfbertopt.quantizers.config import TARGETS
 from tfbertopt.quantizers.modes import MODES, names
-from tfbertopt.recipe import QUANTIZATION_CHOICES
-from tfbertopt.runner import VARIANT_TAGS
+from tfbertopt.stages.export import QUANTIZATION_CHOICES, VARIANT_TAGS
 
 
 def test_every_list_is_read_from_the_registry():

@@ -11,8 +11,9 @@ from the sources; `--check` only says which blocks are stale (exit status 1), as
 
 - `headline-table` (README.md): chosen rows (`HEADLINE`) of the committed results files in `benchmarks/results/`,
   each against the baseline row of its own file. A missing file or variant is an error naming both.
-- `recipe-reference` (docs/recipes.md): every option of every stage from the schema in `tfbertopt.recipe`
-  (`STAGES`, `TOP_LEVEL`, `DATA`): default, type or allowed values, description.
+- `recipe-reference` (docs/recipes.md): the recipe's top-level and `data` keys (`tfbertopt.recipe.TOP_LEVEL`, `DATA`)
+  and every option of every stage in the registry `tfbertopt.stages.STAGES` (each stage object's `options` and
+  `allowed`): default, type or allowed values, description.
 - `recipe-list` (docs/recipes.md): every recipe in `recipes/`, its model and stages, and a one-line summary from
   `RECIPE_SUMMARIES` (a recipe without one, or a summary without a recipe, is an error).
 
@@ -44,7 +45,7 @@ from pathlib import Path
 import yaml
 
 from tfbertopt import recipe
-from tfbertopt.quantizers.config import POINTS, TARGETS
+from tfbertopt.stages import STAGES
 
 REPO = Path(__file__).resolve().parent.parent
 END = "<!-- end generated -->"
@@ -186,7 +187,7 @@ def _yaml_value(value) -> str:
 
 def _kind(kind, allowed=None) -> str:
     if allowed is not None:
-        return allowed
+        return allowed.replace("|", "\\|")
     if isinstance(kind, tuple):
         return " \\| ".join(map(str, kind))
     if kind is None:
@@ -207,19 +208,14 @@ def _option_table(schema: dict, allowed: dict | None = None) -> list[str]:
 
 def recipe_reference() -> str:
     """Markdown reference of the recipe schema: top-level keys, `data`, then each stage's options."""
-    stage_allowed = {
-        "export": {"quantization": "list of: " + ", ".join(recipe.QUANTIZATION_CHOICES)},
-        "qat": {"target": " \\| ".join(TARGETS), "points": "list of: " + ", ".join(POINTS)},
-        "distill": {"student": "every_other \\| bilstm \\| cnn \\| previous \\| list \\| mapping"},
-    }
     out = ["### Top-level keys", "",
            f"Required: {', '.join(f'`{k}`' for k in recipe.REQUIRED)}.", ""]
     out += _option_table(recipe.TOP_LEVEL)
     out += ["", "### `data`", ""]
     out += _option_table(recipe.DATA)
-    for name, schema in recipe.STAGES.items():
+    for name, stage in STAGES.items():
         out += ["", f"### Stage `{name}`", ""]
-        out += _option_table(schema, stage_allowed.get(name))
+        out += _option_table(stage.options, stage.allowed)
     return "\n".join(out)
 
 

@@ -20,6 +20,8 @@ import json
 import logging
 import os
 import platform
+import shlex
+import sys
 import time
 
 import keras
@@ -36,6 +38,13 @@ from tfbertopt.train import finetune, predict_logits
 
 
 logger = logging.getLogger(__name__)
+
+
+def command_line() -> str:
+    """The command that started this process, as a user would type it (results files record it)."""
+    args = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return f"tfbertopt {args}" if os.path.basename(sys.argv[0]) == "tfbertopt" else \
+        " ".join(shlex.quote(a) for a in sys.argv)
 
 
 def machine_description() -> str:

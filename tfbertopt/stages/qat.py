@@ -1,0 +1,69 @@
+"""The `qat` stage: quantization-aware fine-tuning for an int8 LiteRT graph."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from tfbertopt.quantization import QuantizationConfig, activation_ranges, quantize_model
+from tfbertopt.quantizers.config import POINTS, TARGETS
+from tfbertopt.stages.base import RecipeError, Stage, say
+from tfbertopt.train import finetune
+
+
+class QatStage(Stage):
+    """Quantization-aware fine-tuning: int8 fake-quant at the tensors the target LiteRT graph quantizes, ranges
+    started from a calibration pass, then trained (optionally distilled from the float model, with finetune's default
+    loss: 0.5 hard labels + 0.5 KL at T=2, as factorize's distill_recovery); the export stage after it uses the
+    trained ranges."""
+
+    name = "qat"
+    options: ClassVar[dict] = {
+        "target": ("int8", str, "the LiteRT graph trained for (and the export it takes): int8 (full integer) or "
+                                "int8-matmul (int8 matmuls with per-channel output scales where the channels "
+                                "spread, float elsewhere)"),
+        "points": (None, list, "activations that carry an int8 fake-quant (see "
+                               "tfbertopt.quantization.QuantizationConfig); default: the target's"),
+        "symmetric_activations": (False, bool, "symmetric activation ranges (Q8BERT) instead of LiteRT's asymmetric"),
+        "ema_decay": (0.99, float, "decay of the moving averages of activation min/max"),
+        "calibration_steps": (100, int, "training examples whose min/max start the activation ranges"),
+        "distill": (False, bool, "add the float model's logits as a teacher (0.5 hard labels + 0.5 KL at T=2)"),
+        "epochs": (1, int, "quantization-aware fine-tuning epochs"),
+        "batch_size": (32, int, "examples per step"),
+        "learning_rate": (2e-5, float, "peak AdamW learning rate"),
+        "max_steps": (None, int, "cap on steps per epoch"),
+    }
+    allowed: ClassVar[dict] = {"target": " | ".join(TARGETS), "points": "list of: " + ", ".join(POINTS)}
+    counts = ("epochs", "batch_size", "max_steps")
+    trains = True
+
+    def check(self, path: str, options: dict) -> None:
+        if options["target"] not in TARGETS:
+            raise RecipeError(f"{path}.target: unknown '{options['target']}'; choose from {list(TARGETS)}")
+        points = options["points"]
+        if points is not None:     # None: the target's points
+            unknown = [p for p in points if p not in POINTS]
+            if unknown or not points:
+                raise RecipeError(f"{path}.points: unknown {unknown or 'empty list'}; choose from {list(POINTS)}")
+        if not 0.0 <= options["ema_decay"] < 1.0:
+            raise RecipeError(f"{path}.ema_decay: must be in [0, 1), got {options['ema_decay']}")
+
+    def tags(self, options: dict) -> list[str]:
+        return ["qat"]
+
+    def run(self, run, options: dict, stage_dir: str, train, dev, index: int) -> dict:
+        config = QuantizationConfig.for_export(options["target"])
+        config = dataclasses.replace(config, points=tuple(options["points"] or config.points),
+                                     ema_decay=options["ema_decay"],
+                                     symmetric_activations=options["symmetric_activations"])
+        say(f"qat for the {options['target']} graph: int8 fake-quant at {', '.join(config.points)}; ranges from "
+            f"{options['calibration_steps']} training examples")
+        teacher = run.model
+        run.model = quantize_model(run.model, config, calibration=train,
+                                   calibration_steps=options["calibration_steps"])
+        history = finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
+                           learning_rate=options["learning_rate"], max_steps=options["max_steps"],
+                           seed=run.recipe["seed"], verbose=2, teacher=teacher if options["distill"] else None)
+        logs = {k: [float(x) for x in v] for k, v in history.history.items()}
+        return self.save_model(run, stage_dir, {"history": logs, "tags": self.tags(options),
+                                                "activation_ranges": len(activation_ranges(run.model))})
