@@ -225,10 +225,30 @@ def quantization_aware_mid_training():
     return model
 
 
+def deberta_compressed_mid_training():
+    """DeBERTa-v3 (disentangled attention, shared relative-position table) shrunk, factorized and made
+    quantization-aware for int8-matmul, stopped mid-training."""
+    from tfbertopt.factorization import factorize
+    from tfbertopt.models import tiny_classifier
+    from tfbertopt.pruning.structured import full_plan, shrink
+    from tfbertopt.quantization import QuantizationConfig, quantize_model
+
+    source = tiny_classifier("deberta_v3", num_layers=2, hidden_dim=32, num_heads=4, intermediate_dim=64,
+                             dropout=0.1)
+    plan = full_plan(source)
+    plan.heads = {0: [1, 2], 1: [0]}
+    model = quantize_model(factorize(shrink(source, plan), rank=6), QuantizationConfig.for_export("int8-matmul"),
+                           calibration=demo_examples("train", 32), calibration_steps=16)
+    ds = _train(model)
+    with without_preprocessor(model):
+        model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False)
+    return model
+
+
 CASES = {f.__name__: f for f in (plain, distilled_narrow_student, distilled_layer_student, factorized,
                                  factorized_embeddings, shared_layers, albert_style, shrunk, layerdrop,
                                  pruned_mid_training, bilstm, cnn, bilstm_distilled,
-                                 quantization_aware_mid_training)}
+                                 quantization_aware_mid_training, deberta_compressed_mid_training)}
 
 
 @pytest.fixture(scope="module")

@@ -197,12 +197,13 @@ def test_mixed_precision_export_in_a_recipe(tmp_path, finetuned):
 def test_a_stage_that_cannot_run_prints_one_line(tmp_path, capsys):
     from tfbertopt.cli import main
 
-    recipe = {"name": "deberta", "model": "demo-deberta_v3", "task": "sst2",
+    # ALBERT's embeddings are already E wide (normalised before their projection): no V x H table to factorize.
+    recipe = {"name": "albert", "model": "demo-albert", "task": "sst2",
               "data": {"source": "demo", "demo_train_examples": 32}, "sequence_length": 16,
-              "stages": [{"structured_prune": {"importance_batches": 1, "recovery_epochs": 0}}]}
+              "stages": [{"factorize": {"embedding_dim": 4, "recovery_epochs": 0}}]}
     assert main(["run", _write(tmp_path, recipe), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0]
-    assert err[0].startswith("tfbertopt: error: stage 00_structured_prune cannot run: DeBERTa-v3 cannot be rebuilt")
+    assert err[0].startswith("tfbertopt: error: stage 00_factorize cannot run: this model's embeddings are already")
     with pytest.raises(Exception, match="no tiny 'gpt2' classifier"):
         run_recipe(load_recipe(_write(tmp_path, {**recipe, "model": "demo-gpt2"})), str(tmp_path / "out2"))

@@ -9,9 +9,10 @@ Roles:
 | role | layer | variable | shape |
 | --- | --- | --- | --- |
 | attention_query / attention_key / attention_value | EinsumDense in MultiHeadAttention | kernel | (H, heads, head_dim) |
-| attention_output | EinsumDense | kernel | (heads, head_dim, H) |
+| attention_output | EinsumDense | kernel | (heads, head_dim, H); keras-hub's DeBERTa-v3: (heads * head_dim, H) |
 | ffn_intermediate / ffn_output | Dense | kernel | (H, I) / (I, H) |
 | token_embedding / position_embedding / segment_embedding | (Reversible)Embedding / PositionEmbedding | embeddings | (V, E) |
+| relative_embedding | DeBERTa-v3's relative-position table (shared by all layers) | rel_embedding | (2 * buckets, H) |
 | embedding_projection | Dense (ALBERT, ELECTRA) | kernel | (E, H) |
 | embedding_layer_norm / attention_layer_norm / ffn_layer_norm | LayerNormalization | gamma | (H,) |
 | pooler | Dense | kernel | (H, H) |
@@ -43,7 +44,7 @@ import keras
 ATTENTION_ROLES = ("attention_query", "attention_key", "attention_value", "attention_output")
 FFN_ROLES = ("ffn_intermediate", "ffn_output")
 ENCODER_DENSE_ROLES = ATTENTION_ROLES + FFN_ROLES
-EMBEDDING_ROLES = ("token_embedding", "position_embedding", "segment_embedding")
+EMBEDDING_ROLES = ("token_embedding", "position_embedding", "segment_embedding", "relative_embedding")
 LAYER_NORM_ROLES = ("embedding_layer_norm", "attention_layer_norm", "ffn_layer_norm")
 HEAD_ROLES = ("pooler", "classifier_hidden", "classifier")
 ROLES = ENCODER_DENSE_ROLES + EMBEDDING_ROLES + ("embedding_projection",) + LAYER_NORM_ROLES + HEAD_ROLES
@@ -139,7 +140,7 @@ def _encoder_refs(index: int, encoder) -> Iterable[KernelRef]:
 
 def _embedding_refs(backbone) -> Iterable[KernelRef]:
     # Names are those keras-hub gives inside BERT/ALBERT/ELECTRA and inside TokenAndPositionEmbedding
-    # (DistilBERT, RoBERTa).
+    # (DistilBERT, RoBERTa); DeBERTa-v3's relative-position table is "rel_embedding" (keras-hub's and tfbertopt's).
     by_name = {}
     for layer in backbone._flatten_layers(include_self=False, recursive=True):
         by_name.setdefault(layer.name, layer)
@@ -147,6 +148,7 @@ def _embedding_refs(backbone) -> Iterable[KernelRef]:
         ("token_embedding", "token_embedding", "embeddings"),
         ("position_embedding", "position_embedding", "position_embeddings"),
         ("segment_embedding", "segment_embedding", "embeddings"),
+        ("relative_embedding", "rel_embedding", "rel_embeddings"),
     ]:
         layer = by_name.get(name)
         if layer is not None:

@@ -77,6 +77,23 @@ def test_other_families(family, kwargs, calls, features):
     np.testing.assert_allclose(np.asarray(out["attentions"][-1]).sum(-1), 1.0, atol=1e-5)
 
 
+def test_deberta_v3_raw_and_compressed(features):
+    """DeBERTa-v3's layers read the backbone's shared relative-position embeddings; keras-hub's cannot return
+    attention probabilities, tfbertopt's compressed ones can."""
+    from tfbertopt.surgery import as_compressed
+
+    model = _tiny("DebertaV3", bucket_size=4)
+    with pytest.raises(AttentionUnavailableError, match="DebertaV3Backbone"):
+        IntermediateModel(model)
+    for view in (IntermediateModel(model, attention=False), IntermediateModel(as_compressed(model))):
+        x = view.select_inputs(features)
+        out = view(x)
+        assert len(out["hidden_states"]) == 2 == view.num_layers
+        np.testing.assert_allclose(out["logits"], model(x), atol=1e-5)
+        np.testing.assert_allclose(out["hidden_states"][-1], model.backbone(x), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["attentions"][-1]).sum(-1), 1.0, atol=1e-5)
+
+
 def test_select_inputs_fills_segment_ids(tiny_classifier):
     internals = IntermediateModel(tiny_classifier, attention=False)
     x = internals.select_inputs({"token_ids": np.array([[2, 5, 3]]), "padding_mask": np.ones((1, 3), "int32")})

@@ -38,11 +38,14 @@ def zero_pruned_rows(model, plan):
     for i, encoder in enumerate(encoder_layers(model)):
         if i not in plan.layers:
             continue
-        for kernel, kept in ((encoder._self_attention_layer._output_dense.kernel, plan.heads[i]),
-                             (encoder._feedforward_output_dense.kernel, plan.neurons[i])):
+        attention = encoder._self_attention_layer
+        for kernel, kept, n in ((attention._output_dense.kernel, plan.heads[i], attention._query_dense.kernel.shape[1]),
+                                (encoder._feedforward_output_dense.kernel, plan.neurons[i], None)):
             value = np.asarray(kernel).copy()
-            value[[j for j in range(value.shape[0]) if j not in kept]] = 0
-            kernel.assign(value)
+            # One row group per head: (heads, head_dim, H), or keras-hub DeBERTa-v3's (heads * head_dim, H).
+            rows = value.reshape(n or value.shape[0], -1)
+            rows[[j for j in range(rows.shape[0]) if j not in kept]] = 0
+            kernel.assign(rows.reshape(value.shape))
 
 
 def test_full_plan_shrink_is_identity(bert4, dev_features):
@@ -166,6 +169,8 @@ def _family_classifier(family, **extra):
 
     keras.utils.set_random_seed(5)
     common = dict(num_layers=3, num_heads=4, hidden_dim=32, intermediate_dim=48, max_sequence_length=16, **extra)
+    if family == "DebertaV3":
+        common["bucket_size"] = 4      # relative positions beyond +-2 fall in log buckets at length 10
     if family == "Electra":
         backbone = keras_hub.models.ElectraBackbone(vocab_size=40, embedding_dim=32, **common)
         return electra_classifier(backbone, 3)
@@ -184,7 +189,7 @@ def _family_inputs(model, n=6, length=10):
     return x
 
 
-@pytest.mark.parametrize("family", ["Roberta", "DistilBert", "Electra"])
+@pytest.mark.parametrize("family", ["Roberta", "DistilBert", "Electra", "DebertaV3"])
 def test_other_families_shrink_exactly_save_load_and_export(family, tmp_path):
     from tfbertopt.export.litert import export_litert
     from tfbertopt.export.verify import run_litert
@@ -228,5 +233,3 @@ def test_shrink_refuses_what_it_would_break():
         shrink(factorize(clf, rank=4), full_plan(clf))
     with pytest.raises(UnsupportedModelError, match="shares only its attention"):
         shrink(share_layers(clf, "all", parts=["attention"]), full_plan(clf))
-    with pytest.raises(UnsupportedModelError, match="disentangled attention"):
-        shrink(tiny_classifier("deberta_v3"), full_plan(clf))

@@ -34,18 +34,14 @@ FAMILIES = {
 METHODS = ["compressed copy", "magnitude pruning", "shrink heads+FFN", "drop a layer", "layerdrop",
            "svd at full rank", "embedding factorization", "share layers", "unshare layers", "qat int8",
            "qat int8-matmul"]
-_DEBERTA = "disentangled attention"
 _E_WIDE = "already 8 wide"
 EXPECTED_ERRORS = {
-    **{("deberta_v3", m): (UnsupportedModelError, _DEBERTA) for m in METHODS if m != "magnitude pruning"},
     ("electra", "embedding factorization"): (UnsupportedModelError, _E_WIDE),
     ("albert", "embedding factorization"): (UnsupportedModelError, _E_WIDE),
     ("albert", "share layers"): (ValueError, "already shares layers"),
     ("albert", "drop a layer"): (UnsupportedModelError, "unshare first"),
 }
 REASONS = {
-    _DEBERTA: "DeBERTa-v3's layers compute disentangled (content-to-position and position-to-content) attention, "
-              "which the compressed encoder does not; post-training export works on it",
     _E_WIDE: "the embeddings are already E wide and normalised before their projection (ALBERT/ELECTRA layout): "
              "there is no V x H table to factorize",
     "already shares layers": "ALBERT already shares every layer; `unshare_layers` first to share differently",
@@ -232,7 +228,7 @@ def test_export_cell(family, mode, classifiers, tmp_path):
             export_check(mode, clf, x, tmp_path)
 
 
-@pytest.mark.parametrize("family", _grouped(f for f in FAMILIES if f != "deberta_v3"))
+@pytest.mark.parametrize("family", _grouped(FAMILIES))
 def test_chain_shrink_factorize_qat_int8_matmul(family, classifiers, tmp_path):
     """The issue's chain on every family: shrink -> SVD -> QAT for int8-matmul -> save/load -> int8-matmul export,
     the file agreeing with the loaded Keras model."""

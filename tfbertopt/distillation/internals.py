@@ -15,7 +15,10 @@ the classifier does. Its output is a dict:
 | `logits` | [batch, classes] (task models only) |
 
 Supported: BERT (`BertTextClassifier`, also over tfbertopt's `PrunedBertBackbone` and ELECTRA backbones),
-DistilBERT, RoBERTa (and XLM-RoBERTa) and ALBERT classifiers, and their bare backbones.
+DistilBERT, RoBERTa (and XLM-RoBERTa), ALBERT and DeBERTa-v3 classifiers (each also over a `CompressedBackbone`), and
+their bare backbones. DeBERTa-v3's layers get the backbone's shared relative-position embeddings as the backbone
+gives them; keras-hub's own DeBERTa-v3 layers cannot return attention probabilities (tfbertopt's compressed ones
+can).
 
 Any other Keras model that maps the feature dict to logits (the BiLSTM/CNN students of
 `tfbertopt.distillation.word_students`) gets a `LogitsOnlyModel` view instead (`internals_view` picks): its output
@@ -51,7 +54,8 @@ class AttentionUnavailableError(UnsupportedModelError):
 
 
 # Task classes whose head `IntermediateModel` reproduces (by keras-hub class name; subclasses are accepted).
-_TASKS = ("BertTextClassifier", "DistilBertTextClassifier", "RobertaTextClassifier", "AlbertTextClassifier")
+_TASKS = ("BertTextClassifier", "DistilBertTextClassifier", "RobertaTextClassifier", "AlbertTextClassifier",
+          "DebertaV3TextClassifier")
 
 
 def supports_attention(model) -> bool:
@@ -104,6 +108,14 @@ def _encoder_input(backbone, first):
     return args[0]
 
 
+def _encoder_context(first) -> dict:
+    """The tensors the backbone's graph gives its encoder layers besides the hidden states and the padding mask:
+    DeBERTa-v3's shared relative-position embeddings (`rel_embeddings`), else none."""
+    nodes = getattr(first, "_inbound_nodes", None) or []
+    kwargs = nodes[0].arguments.kwargs if nodes else {}
+    return {"rel_embeddings": kwargs["rel_embeddings"]} if "rel_embeddings" in kwargs else {}
+
+
 class _WithAttention(keras.layers.Layer):
     """Calls a TransformerEncoder with `return_attention_scores=True` (keras-hub's encoder declares a single output
     shape, so it cannot be called that way on symbolic tensors directly). Owns no weights of its own."""
@@ -112,8 +124,9 @@ class _WithAttention(keras.layers.Layer):
         super().__init__(name=f"{encoder.name}_with_attention", dtype=encoder.dtype_policy, **kwargs)
         self.encoder = encoder
 
-    def call(self, x, padding_mask, training=None):
-        return self.encoder(x, padding_mask=padding_mask, training=training, return_attention_scores=True)
+    def call(self, x, padding_mask, rel_embeddings=None, training=None):
+        context = {} if rel_embeddings is None else {"rel_embeddings": rel_embeddings}
+        return self.encoder(x, padding_mask=padding_mask, training=training, return_attention_scores=True, **context)
 
 
 class IntermediateModel(keras.Model):
@@ -145,15 +158,16 @@ class IntermediateModel(keras.Model):
             raise UnsupportedModelError(f"{type(backbone).__name__} does not take token_ids and padding_mask inputs")
         padding_mask = inputs["padding_mask"]
         x = embedding = _encoder_input(backbone, encoders[0])
+        context = _encoder_context(encoders[0])
         hidden_states, attentions = [], []
         wrappers = {}
         for layer in _call_order(backbone, encoders):
             if attention:
                 wrapper = wrappers.setdefault(id(layer), _WithAttention(layer))
-                x, probs = wrapper(x, padding_mask=padding_mask)
+                x, probs = wrapper(x, padding_mask=padding_mask, **context)
                 attentions.append(probs)
             else:
-                x = layer(x, padding_mask=padding_mask)
+                x = layer(x, padding_mask=padding_mask, **context)
             hidden_states.append(x)
         outputs = {"embedding": embedding, "hidden_states": hidden_states}
         if attention:

@@ -42,7 +42,7 @@ def student_from_teacher(teacher, layers="every_other"):
 
     Raises:
       ValueError: an empty selection, or an index outside the teacher's depth.
-      UnsupportedModelError: a family `tfbertopt.surgery` cannot rebuild (DeBERTa-v3).
+      UnsupportedModelError: a model `tfbertopt.surgery` cannot rebuild (not a classifier of its families).
     """
     if any(count > 1 for count in encoder_call_counts(teacher)):
         teacher = unshare_layers(teacher)

@@ -11,7 +11,8 @@ each row: `where(mask, scores, min(scores) - margin)`. The softmax input's range
 a masked key's weight is at most exp(-margin) of the row's largest (4.5e-5 for the default margin 10): below half a
 step of LiteRT's int8 softmax output (1/256), so it is exactly zero in the integer model, and negligible where the
 softmax stays float. The quantization-aware attention layer (`QuantizedMultiHeadAttention`) masks the same way with
-its trained range instead.
+its trained range instead. DeBERTa-v3's attention in a compressed model (`DisentangledAttention`) masks through the
+same two forms within these blocks.
 
 `additive_masking()` is the float form, used by the exports whose softmax runs in float (float32, float16, dynamic,
 int8-matmul; Q-BERT-style "mixed" files keep the floor, since their softmax may be int8): Keras' `Softmax(mask=)`
@@ -39,6 +40,7 @@ import contextlib
 import keras
 from keras import ops
 
+from tfbertopt.layers.disentangled_attention import DisentangledAttention
 from tfbertopt.layers.graph_utils import DEFAULT_MARGIN, additive_bias, broadcast_mask, floor_masked
 
 
@@ -50,7 +52,8 @@ def masked_softmax_with_floor(scores, mask, axis=-1, margin: float = DEFAULT_MAR
 
 @contextlib.contextmanager
 def _masking(masked_softmax):
-    """Within the block, single-axis Keras `MultiHeadAttention` layers mask with `masked_softmax(scores, mask)`.
+    """Within the block, single-axis Keras `MultiHeadAttention` layers and tfbertopt's float `DisentangledAttention`
+    mask with `masked_softmax(scores, mask)`.
 
     Keras skips `_masked_softmax` for layers without attention dropout (it calls the fused
     `ops.dot_product_attention`, which masks with its own SELECT), so the block also routes those through the
@@ -58,6 +61,12 @@ def _masking(masked_softmax):
     """
     cls = keras.layers.MultiHeadAttention
     original_softmax, original_attention = cls._masked_softmax, cls._compute_attention
+    original_disentangled = DisentangledAttention._masked_softmax
+
+    def _disentangled_softmax(self, attention_scores, attention_mask=None):    # its mask is already broadcast
+        if attention_mask is None:
+            return original_disentangled(self, attention_scores, attention_mask)
+        return masked_softmax(attention_scores, attention_mask)
 
     def _masked_softmax(self, attention_scores, attention_mask=None):
         if attention_mask is None or len(self._attention_axes) != 1:   # multi-axis attention: Keras' own masking
@@ -73,17 +82,21 @@ def _masking(masked_softmax):
         return output, scores if return_attention_scores else None
 
     cls._masked_softmax, cls._compute_attention = _masked_softmax, _compute_attention
+    DisentangledAttention._masked_softmax = _disentangled_softmax
     try:
         yield
     finally:
         cls._masked_softmax, cls._compute_attention = original_softmax, original_attention
+        DisentangledAttention._masked_softmax = original_disentangled
 
 
 def quantization_friendly_masking(margin: float = DEFAULT_MARGIN):
-    """Within the block, every Keras `MultiHeadAttention` (keras-hub's included) masks with a row-relative floor."""
+    """Within the block, every Keras `MultiHeadAttention` (keras-hub's included) and float `DisentangledAttention`
+    masks with a row-relative floor."""
     return _masking(lambda scores, mask: masked_softmax_with_floor(scores, mask, axis=-1, margin=margin))
 
 
 def additive_masking():
-    """Within the block, every single-axis Keras `MultiHeadAttention` masks by adding `additive_bias(mask)`."""
+    """Within the block, every single-axis Keras `MultiHeadAttention` (and `DisentangledAttention`) masks by adding
+    `additive_bias(mask)`."""
     return _masking(lambda scores, mask: ops.softmax(scores + additive_bias(mask, scores.dtype), axis=-1))

@@ -1,5 +1,6 @@
-"""The backbone of every compressed model: one encoder graph for BERT, MiniLM, ELECTRA, ALBERT, RoBERTa, XLM-RoBERTa
-and DistilBERT, whose layers may each have their own head count, head size, FFN width, low-rank ranks and sharing.
+"""The backbone of every compressed model: one encoder graph for BERT, MiniLM, ELECTRA, ALBERT, RoBERTa, XLM-RoBERTa,
+DistilBERT and DeBERTa-v3, whose layers may each have their own head count, head size, FFN width, low-rank ranks and
+sharing.
 
 `tfbertopt.surgery` reads a keras-hub backbone into this one's config (`describe`) and copies its weights, so every
 compression (shrink, LayerDrop, SVD, embedding factorization, sharing, quantization-aware training) is a new config of
@@ -7,22 +8,31 @@ the same class, saved, loaded, fine-tuned and exported like any keras-hub model,
 
 The families differ only in config:
 
-| config | BERT, MiniLM | ELECTRA | ALBERT | RoBERTa, XLM-R | DistilBERT |
-| --- | --- | --- | --- | --- | --- |
-| `num_segments` | 2 | 2 | 2 | 0 | 0 |
-| `embedding_dim` (E) | None (= H) | E | E | None | None |
-| `embedding_projection` | | "after_norm" | "after_norm" | | |
-| `activation` | gelu_approximate | gelu_approximate | gelu_approximate | gelu | gelu |
-| `layer_norm_epsilon` | 1e-12 | 1e-12 | 1e-12 | 1e-5 | 1e-12 |
-| `pooler` | True | True | True | False | False |
-| layer specs | | | `shared_with` | | |
+| config | BERT, MiniLM | ELECTRA | ALBERT | RoBERTa, XLM-R | DistilBERT | DeBERTa-v3 |
+| --- | --- | --- | --- | --- | --- | --- |
+| `num_segments` | 2 | 2 | 2 | 0 | 0 | 0 |
+| `embedding_dim` (E) | None (= H) | E | E | None | None | None |
+| `embedding_projection` | | "after_norm" | "after_norm" | | | |
+| `activation` | gelu_approximate | gelu_approximate | gelu_approximate | gelu | gelu | gelu |
+| `layer_norm_epsilon` | 1e-12 | 1e-12 | 1e-12 | 1e-5 | 1e-12 | 1e-7 |
+| `pooler` | True | True | True | False | False | False |
+| `absolute_positions` | True | True | True | True | True | False |
+| `attention` | "multi_head" | "multi_head" | "multi_head" | "multi_head" | "multi_head" | "disentangled" |
+| `bucket_size` | | | | | | k |
+| layer specs | | | `shared_with` | | | |
 
 Embeddings: token + position (+ segment) lookups are added and normalised. With `embedding_dim=E` < H the token
 table is V x E and `embedding_projection` says where it becomes H wide: "factorized" (tfbertopt's ALBERT-style
 factorization of a trained table: a bias-free E x H projection right after the token lookup; positions and segments
 stay H wide) or "after_norm" (ALBERT's and ELECTRA's own layout: every table E wide, LayerNorm at E, then a Dense E x H
 with bias). With `pooler` the outputs are keras-hub's BERT dict (`sequence_output`, `pooled_output` from a tanh dense on
-[CLS]), else the sequence output alone, as RoBERTa's and DistilBERT's classifiers expect.
+[CLS]), else the sequence output alone, as RoBERTa's, DistilBERT's and DeBERTa-v3's classifiers expect. Without
+`absolute_positions` there is no position table (DeBERTa-v3: the token lookups alone are normalised).
+
+Attention: "multi_head" is keras-hub's (BERT's) encoder; "disentangled" is DeBERTa-v3's (`DisentangledAttention`:
+content-to-position and position-to-content scores over relative positions, bucketed by `bucket_size` on the scale
+of `max_sequence_length`), whose relative-position table (2 * bucket_size x H, with its own LayerNorm) the backbone
+holds once (`RelativePositionEmbedding`, "rel_embedding") and every layer reads.
 
 Layer specs: `num_heads`, `key_dim`, `intermediate_dim`; `ranks` (kernel role -> rank) makes those projections
 low-rank; `shared_with: j` makes layer i call layer j's encoder object again (cross-layer sharing: the weights exist
@@ -49,6 +59,11 @@ Example:
 ...     pooler=False, layer_specs=[{"num_heads": 2, "key_dim": 8, "intermediate_dim": 32}])
 >>> sorted(roberta.input)
 ['padding_mask', 'token_ids']
+>>> deberta = CompressedBackbone(vocabulary_size=30, hidden_dim=16, max_sequence_length=8, num_segments=0,
+...     pooler=False, absolute_positions=False, attention="disentangled", bucket_size=4,
+...     layer_specs=[{"num_heads": 1, "key_dim": 8, "intermediate_dim": 32}])
+>>> type(deberta.transformer_layers[0]._self_attention_layer).__name__, deberta.position_embedding
+('DisentangledAttention', None)
 """
 
 from __future__ import annotations
@@ -58,9 +73,11 @@ from keras_hub.layers import PositionEmbedding
 from keras_hub.models import Backbone
 
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
-from tfbertopt.layers.compressed_transformer_encoder import CompressedTransformerEncoder, PrunedTransformerEncoder
+from tfbertopt.layers.compressed_transformer_encoder import (
+    ATTENTIONS, CompressedTransformerEncoder, PrunedTransformerEncoder)
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
+from tfbertopt.layers.relative_position_embedding import RelativePositionEmbedding
 from tfbertopt.quantizers.config import QuantizationConfig
 
 PROJECTIONS = ("factorized", "after_norm")
@@ -81,13 +98,19 @@ class CompressedBackbone(Backbone):
     def __init__(self, vocabulary_size, hidden_dim, layer_specs, dropout=0.1, max_sequence_length=512,
                  num_segments=2, layerdrop: float = 0.0, embedding_dim=None, embedding_projection="factorized",
                  activation="gelu_approximate", layer_norm_epsilon=1e-12, pooler=True, quantization=None,
-                 dtype=None, **kwargs):
+                 absolute_positions=True, attention="multi_head", bucket_size=None, dtype=None, **kwargs):
         if not layer_specs:
             raise ValueError("layer_specs is empty: a backbone needs at least one encoder layer")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if embedding_projection not in PROJECTIONS:
             raise ValueError(f"embedding_projection must be one of {PROJECTIONS}, got {embedding_projection!r}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        disentangled = attention == "disentangled"
+        if disentangled != (bucket_size is not None):
+            raise ValueError(f"bucket_size goes with attention='disentangled' (DeBERTa's relative positions), got "
+                             f"attention={attention!r}, bucket_size={bucket_size!r}")
         order = _call_order(layer_specs)
         quantization = QuantizationConfig.from_config(quantization)
         quantization_config = None if quantization is None else quantization.get_config()
@@ -104,11 +127,13 @@ class CompressedBackbone(Backbone):
             hidden_dim, use_bias=after_norm, kernel_initializer=init, dtype=dtype,
             name="embedding_projection") if narrow else None
         self.position_embedding = PositionEmbedding(
-            sequence_length=max_sequence_length, initializer=init, dtype=dtype, name="position_embedding")
+            sequence_length=max_sequence_length, initializer=init, dtype=dtype,
+            name="position_embedding") if absolute_positions else None
         self.segment_embedding = keras.layers.Embedding(
             num_segments, table_dim, embeddings_initializer=init, dtype=dtype,
             name="segment_embedding") if num_segments else None
-        self.embeddings_add = keras.layers.Add(dtype=dtype, name="embeddings_add")
+        n_terms = 1 + bool(absolute_positions) + bool(num_segments)
+        self.embeddings_add = keras.layers.Add(dtype=dtype, name="embeddings_add") if n_terms > 1 else None
         if quantization is not None and quantization.quantizes("layer_norm_internals"):
             self.embeddings_layer_norm = QuantizedLayerNormalization(
                 quantizer=quantization.activation_quantizer(), epsilon=layer_norm_epsilon, dtype=dtype,
@@ -117,6 +142,12 @@ class CompressedBackbone(Backbone):
             self.embeddings_layer_norm = keras.layers.LayerNormalization(
                 axis=-1, epsilon=layer_norm_epsilon, dtype=dtype, name="embeddings_layer_norm")
         self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
+        # DeBERTa-v3's relative-position table, shared by every encoder layer (keras-hub's name and epsilon).
+        self.relative_embedding = RelativePositionEmbedding(
+            hidden_dim, bucket_size, layer_norm_epsilon=layer_norm_epsilon, kernel_initializer=init, dtype=dtype,
+            name="rel_embedding") if disentangled else None
+        relative = {"attention": attention, "bucket_size": bucket_size,
+                    "max_position_embeddings": max_sequence_length} if disentangled else {}
         self.transformer_layers, by_position = [], {}
         for i, spec in enumerate(layer_specs):
             if spec.get("shared_with") is not None:
@@ -127,7 +158,7 @@ class CompressedBackbone(Backbone):
                 num_heads=spec["num_heads"], key_dim=spec["key_dim"], intermediate_dim=spec["intermediate_dim"],
                 activation=ACTIVATIONS[activation], dropout=dropout, layer_norm_epsilon=layer_norm_epsilon,
                 kernel_initializer=init, layerdrop=layerdrop, layerdrop_seed=1009 * (i + 1), ranks=spec.get("ranks"),
-                dtype=dtype, quantization=quantization_config, name=f"transformer_layer_{i}", **donors)
+                dtype=dtype, quantization=quantization_config, name=f"transformer_layer_{i}", **donors, **relative)
             self.transformer_layers.append(by_position[i])
         # Unique encoder objects in call order: a shared layer is called again, its weights stored once.
         self.encoder_call_order = order
@@ -165,7 +196,8 @@ class CompressedBackbone(Backbone):
         tokens = lookups[0]
         if narrow and not after_norm:
             tokens = self.embedding_projection(tokens)
-        x = self.embeddings_add([tokens, self.position_embedding(tokens)] + lookups[1:])
+        terms = [tokens] + ([self.position_embedding(tokens)] if absolute_positions else []) + lookups[1:]
+        x = self.embeddings_add(terms) if self.embeddings_add is not None else tokens
         if self.embeddings_quantizers:
             x = self.embeddings_quantizers[0](x)
         x = self.embeddings_layer_norm(x)
@@ -174,8 +206,9 @@ class CompressedBackbone(Backbone):
         x = self.embeddings_dropout(x)
         if after_norm:
             x = self.embedding_projection(x)
+        context = {"rel_embeddings": self.relative_embedding(x)} if disentangled else {}
         for index in order:
-            x = self.transformer_layers[index](x, padding_mask=padding_mask)
+            x = self.transformer_layers[index](x, padding_mask=padding_mask, **context)
         if pooler:
             outputs = {"sequence_output": x, "pooled_output": self.pooled_dense(x[:, 0, :])}
         else:
@@ -191,6 +224,7 @@ class CompressedBackbone(Backbone):
         self.embedding_dim, self.embedding_projection_kind = embedding_dim, embedding_projection
         self.activation, self.layer_norm_epsilon, self.pooler = activation, layer_norm_epsilon, pooler
         self.quantization = quantization_config
+        self.absolute_positions, self.attention, self.bucket_size = absolute_positions, attention, bucket_size
         # BERT-style classifiers read cls_token_index, RoBERTa-style ones start_token_index.
         self.cls_token_index = self.start_token_index = 0
 
@@ -202,6 +236,8 @@ class CompressedBackbone(Backbone):
             "num_segments": self.num_segments, "layerdrop": self.layerdrop, "embedding_dim": self.embedding_dim,
             "embedding_projection": self.embedding_projection_kind, "activation": self.activation,
             "layer_norm_epsilon": self.layer_norm_epsilon, "pooler": self.pooler, "quantization": self.quantization,
+            "absolute_positions": self.absolute_positions, "attention": self.attention,
+            "bucket_size": self.bucket_size,
         })
         return config
 

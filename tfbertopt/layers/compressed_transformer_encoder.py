@@ -13,6 +13,9 @@ block or FFN kernels (ALBERT's attention-only / FFN-only cross-layer sharing); L
 (quantization-aware training): `QuantizedMultiHeadAttention`, `QuantizedEinsumDense` FFN projections, and
 `ActivationQuantizer`s on the residual sums and LayerNorm outputs (points "residual" and "layer_norm"), and
 `QuantizedLayerNormalization`s that simulate LiteRT's int8 LayerNorm internals (point "layer_norm_internals").
+`attention="disentangled"` (with `bucket_size` and `max_position_embeddings`) makes the attention DeBERTa-v3's
+(`DisentangledAttention`, with the same head size, ranks, sharing and quantization options); such a layer is
+called with `rel_embeddings=`, the backbone's shared `RelativePositionEmbedding` output.
 
 Example:
 
@@ -32,6 +35,7 @@ from keras_hub.layers import TransformerEncoder
 
 from tfbertopt.layers.low_rank_einsum_dense import LowRankEinsumDense
 from tfbertopt.layers.activation_quantizer import ActivationQuantizer
+from tfbertopt.layers.disentangled_attention import DisentangledAttention
 from tfbertopt.layers.low_rank_multi_head_attention import LowRankMultiHeadAttention
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
 from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
@@ -42,13 +46,22 @@ from tfbertopt.quantizers.config import QuantizationConfig
 ATTENTION_RANK_ROLES = {"attention_query": "query", "attention_key": "key", "attention_value": "value",
                         "attention_output": "attention_output"}
 FFN_RANK_ROLES = ("ffn_intermediate", "ffn_output")
+ATTENTIONS = ("multi_head", "disentangled")
 
 
 @keras.saving.register_keras_serializable(package="tfbertopt")
 class CompressedTransformerEncoder(TransformerEncoder):
     def __init__(self, intermediate_dim, num_heads, key_dim=None, layerdrop: float = 0.0, layerdrop_seed=None,
-                 ranks=None, attention_donor=None, ffn_donor=None, quantization=None, **kwargs):
+                 ranks=None, attention_donor=None, ffn_donor=None, quantization=None, attention="multi_head",
+                 bucket_size=None, max_position_embeddings=None, **kwargs):
         super().__init__(intermediate_dim=intermediate_dim, num_heads=num_heads, **kwargs)
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        if attention == "disentangled" and not (bucket_size and max_position_embeddings):
+            raise ValueError("disentangled attention needs bucket_size and max_position_embeddings (DeBERTa's "
+                             "relative positions)")
+        self.attention = attention
+        self.bucket_size, self.max_position_embeddings = bucket_size, max_position_embeddings
         self._attention_donor, self._ffn_donor = attention_donor, ffn_donor
         if not 0.0 <= layerdrop < 1.0:
             raise ValueError(f"layerdrop must be in [0, 1), got {layerdrop}")
@@ -70,7 +83,7 @@ class CompressedTransformerEncoder(TransformerEncoder):
 
     def build(self, inputs_shape):
         if (self.key_dim is None and not self.ranks and self._attention_donor is None and self._ffn_donor is None
-                and self.quantization is None):
+                and self.quantization is None and self.attention == "multi_head"):
             return super().build(inputs_shape)
         # keras-hub's build() derives the head size from hidden // heads; this is the same build with our key_dim
         # (and low-rank projections where `ranks` says).
@@ -84,6 +97,14 @@ class CompressedTransformerEncoder(TransformerEncoder):
                      dtype=self.dtype_policy)
         if self._attention_donor is not None:      # shared: the donor's (built) attention block, weights and all
             self._self_attention_layer = self._attention_donor._self_attention_layer
+        elif self.attention == "disentangled":
+            self._self_attention_layer = DisentangledAttention(
+                num_heads=self.num_heads, key_dim=key_dim, bucket_size=self.bucket_size,
+                max_position_embeddings=self.max_position_embeddings, dropout=self.dropout,
+                ranks={ATTENTION_RANK_ROLES[k]: v for k, v in self.ranks.items() if k in ATTENTION_RANK_ROLES},
+                quantization=None if self.quantization is None else self.quantization.get_config(),
+                name="self_attention_layer", **dense)
+            self._self_attention_layer.build(inputs_shape)
         elif self.quantization is not None:
             self._self_attention_layer = QuantizedMultiHeadAttention(
                 num_heads=self.num_heads, key_dim=key_dim, dropout=self.dropout, output_shape=(hidden_dim,),
@@ -138,16 +159,21 @@ class CompressedTransformerEncoder(TransformerEncoder):
         quantizer = self._quantizers.get(name)
         return x if quantizer is None else quantizer(x, training=training)
 
-    def _quantized_call(self, inputs, padding_mask, attention_mask, training, return_attention_scores):
-        """keras-hub's encoder block with fake-quant on the residual sums and LayerNorm outputs."""
+    def _block_call(self, inputs, padding_mask, attention_mask, rel_embeddings, training, return_attention_scores):
+        """keras-hub's encoder block, with fake-quant on the residual sums and LayerNorm outputs where the
+        quantization says, and DeBERTa's attention (which reads `rel_embeddings`) where `attention` says."""
         from keras_hub.src.layers.modeling.transformer_layer_utils import merge_padding_and_attention_mask
 
         mask = merge_padding_and_attention_mask(inputs, padding_mask, attention_mask)
         x = residual = inputs
         if self.normalize_first:
             x = self._quantize("attention_layer_norm", self._self_attention_layer_norm(x), training)
-        x, scores = self._self_attention_layer(query=x, value=x, attention_mask=mask, training=training,
-                                               return_attention_scores=True)
+        if self.attention == "disentangled":
+            x, scores = self._self_attention_layer(x, rel_embeddings=rel_embeddings, attention_mask=mask,
+                                                   training=training, return_attention_scores=True)
+        else:
+            x, scores = self._self_attention_layer(query=x, value=x, attention_mask=mask, training=training,
+                                                   return_attention_scores=True)
         x = self._quantize("attention_residual", self._self_attention_dropout(x, training=training) + residual,
                            training)
         if not self.normalize_first:
@@ -163,10 +189,17 @@ class CompressedTransformerEncoder(TransformerEncoder):
             x = self._quantize("feedforward_layer_norm", self._feedforward_layer_norm(x), training)
         return (x, scores) if return_attention_scores else x
 
-    def call(self, inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False):
-        run = self._quantized_call if self.quantization is not None else super().call
-        outputs = run(inputs, padding_mask=padding_mask, attention_mask=attention_mask, training=training,
-                      return_attention_scores=return_attention_scores)
+    def call(self, inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False,
+             rel_embeddings=None):
+        if self.attention == "disentangled" and rel_embeddings is None:
+            raise ValueError("a disentangled-attention layer needs rel_embeddings= (the backbone's "
+                             "RelativePositionEmbedding output)")
+        if self.quantization is not None or self.attention == "disentangled":
+            outputs = self._block_call(inputs, padding_mask, attention_mask, rel_embeddings, training,
+                                       return_attention_scores)
+        else:
+            outputs = super().call(inputs, padding_mask=padding_mask, attention_mask=attention_mask,
+                                   training=training, return_attention_scores=return_attention_scores)
         if not (training and self.layerdrop):
             return outputs
         drop = keras.random.uniform((), seed=self._layerdrop_seed) < self.layerdrop
@@ -180,6 +213,9 @@ class CompressedTransformerEncoder(TransformerEncoder):
         config.update({"key_dim": self.key_dim, "layerdrop": self.layerdrop, "layerdrop_seed": self.layerdrop_seed,
                        "ranks": dict(self.ranks),
                        "quantization": None if self.quantization is None else self.quantization.get_config()})
+        if self.attention != "multi_head":      # configs of BERT-style layers stay as they were
+            config.update({"attention": self.attention, "bucket_size": self.bucket_size,
+                           "max_position_embeddings": self.max_position_embeddings})
         return config
 
 

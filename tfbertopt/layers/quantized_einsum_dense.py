@@ -117,6 +117,15 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
             x = rescaled(x, scale * runtime_one(inputs))
         return x
 
+    def weight_only_call(self, inputs):
+        """The layer with its kernel on the int8 grid and no activation fake-quant (the output scale is the identity
+        in float): for a graph constant, which the export folds into a constant (DeBERTa's relative embeddings)."""
+        kernel = fake_quant_weight(self.kernel, self._channel_axes, self.weight_bits)
+        x = ops.einsum(self.equation, inputs, ops.cast(kernel, inputs.dtype))
+        if self.bias is not None:
+            x = ops.add(x, self.bias)
+        return x if self.activation is None else self.activation(x)
+
     # EinsumDense stores its kernel and bias by position; the output scale follows them.
     def _scale_key(self):
         return str(1 + (self.bias is not None))

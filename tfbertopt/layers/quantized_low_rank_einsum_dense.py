@@ -60,12 +60,27 @@ class QuantizedLowRankEinsumDense(LowRankEinsumDense):
     def _has_activation(self):
         return self.activation not in (None, keras.activations.linear)
 
-    def call(self, inputs, training=None):
-        if self.input_quantizer is not None:
-            inputs = self.input_quantizer(inputs, training=training)
+    def _factors(self):
+        """Both factors on their per-channel int8 grids."""
         factor_in = fake_quant_weight(self.factor_in, (len(self.factor_in.shape) - 1,), self.weight_bits)
         factor_out = fake_quant_weight(self.factor_out, tuple(range(1, len(self.factor_out.shape))),
                                        self.weight_bits)
+        return factor_in, factor_out
+
+    def weight_only_call(self, inputs):
+        """The layer with its factors on the int8 grid and no activation fake-quant: for a graph constant, which
+        the export folds into a constant (DeBERTa's relative embeddings)."""
+        factor_in, factor_out = self._factors()
+        x = ops.einsum(self._first, inputs, ops.cast(factor_in, inputs.dtype))
+        x = ops.einsum(self._second, x, ops.cast(factor_out, x.dtype))
+        if self.bias is not None:
+            x = x + self.bias
+        return x if self.activation is None else self.activation(x)
+
+    def call(self, inputs, training=None):
+        if self.input_quantizer is not None:
+            inputs = self.input_quantizer(inputs, training=training)
+        factor_in, factor_out = self._factors()
         x = ops.einsum(self._first, inputs, ops.cast(factor_in, inputs.dtype))
         if self.rank_quantizer is not None:
             x = self.rank_quantizer(x, training=training)

@@ -66,8 +66,9 @@ def full_plan(model) -> StructurePlan:
 
 
 def check_shrinkable(model) -> None:
-    """UnsupportedModelError, saying why, when `shrink` cannot remove heads or neurons from `model`: DeBERTa-v3
-    (see `tfbertopt.surgery.describe`), a quantization-aware model, or one with low-rank or block-shared layers.
+    """UnsupportedModelError, saying why, when `shrink` cannot remove heads or neurons from `model`: not a
+    classifier of a family `tfbertopt.surgery.describe` reads, a quantization-aware model, or one with low-rank or
+    block-shared layers.
     Reads the model's description only: no copy of it is built."""
     check_classifier(model)
     config = describe(model).config
@@ -98,7 +99,9 @@ def structure_importance(model, features: dict, labels: np.ndarray, task, batche
     outputs = find_kernels(model, roles=["attention_output"])
     ffn_out = find_kernels(model, roles=["ffn_output"])
     variables = [r.variable for r in outputs + ffn_out]
-    head_scores = [np.zeros(r.shape[0]) for r in outputs]
+    # Rows of each output kernel grouped by head: (heads, head_dim, H), or keras-hub DeBERTa-v3's (heads * head_dim, H).
+    heads = [s["num_heads"] for s in encoder_shapes(model)]
+    head_scores = [np.zeros(n) for n in heads]
     neuron_scores = [np.zeros(r.shape[0]) for r in ffn_out]
     loss_fn = loss_for(task)
     ds = make_dataset(features, labels, batch_size, shuffle=True, seed=0, sort_window=1)
@@ -110,7 +113,7 @@ def structure_importance(model, features: dict, labels: np.ndarray, task, batche
             grads = tape.gradient(loss, [v.value if hasattr(v, "value") else v for v in variables])
             for i, r in enumerate(outputs):
                 prod = np.asarray(r.variable) * np.asarray(grads[i])
-                head_scores[i] += np.abs(prod.sum(axis=(1, 2)))
+                head_scores[i] += np.abs(prod.reshape(heads[i], -1).sum(axis=1))
             for i, r in enumerate(ffn_out):
                 prod = np.asarray(r.variable) * np.asarray(grads[len(outputs) + i])
                 neuron_scores[i] += np.abs(prod.sum(axis=1))
@@ -197,9 +200,10 @@ def _encoder_values(encoder, position: int, heads, neurons) -> dict:
 def shrink(model, plan: StructurePlan, layerdrop: float | None = None):
     """A new, physically smaller classifier keeping exactly what `plan` says; the original is left untouched.
 
-    Every family `tfbertopt.surgery` reads (BERT, MiniLM, ELECTRA, ALBERT, RoBERTa, XLM-RoBERTa, DistilBERT) keeps
-    its own classifier class over a `CompressedBackbone`. In a shared model (ALBERT, `share_layers`) the plan names
-    the shared encoder once; every position that calls it gets the same heads and neurons.
+    Every family `tfbertopt.surgery` reads (BERT, MiniLM, ELECTRA, ALBERT, RoBERTa, XLM-RoBERTa, DistilBERT,
+    DeBERTa-v3) keeps its own classifier class over a `CompressedBackbone`. In a shared model (ALBERT,
+    `share_layers`) the plan names the shared encoder once; every position that calls it gets the same heads and
+    neurons.
     """
     check_shrinkable(model)
     source = as_compressed(model)

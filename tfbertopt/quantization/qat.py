@@ -172,7 +172,7 @@ def quantize_model(model, config: QuantizationConfig | dict | None = None, calib
       preserve_sparsity_masks: keep the zeros of pruned kernels exactly zero while training.
 
     Raises:
-      UnsupportedModelError: a model `tfbertopt.surgery` cannot rebuild (DeBERTa-v3, or not a classifier).
+      UnsupportedModelError: a model `tfbertopt.surgery` cannot rebuild (not a classifier of its families).
     """
     if is_quantized(model):
         raise ValueError("model is already quantization-aware (its backbone has a quantization config)")

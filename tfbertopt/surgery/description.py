@@ -14,11 +14,13 @@ Families (keras-hub backbone -> description):
 | AlbertBackbone | yes | E, projected after the LayerNorm | every layer of a group `shared_with` its first | yes |
 | RobertaBackbone, XLMRobertaBackbone | no | H | none | no |
 | DistilBertBackbone | no | H | none | no |
+| DebertaV3Backbone | no | H, tokens only (no position table) | none | no |
 | CompressedBackbone (and its 0.1 names) | as saved | as saved | as saved | as saved |
 
-DeBERTa-v3 is refused with `UnsupportedModelError`: its layers compute disentangled attention (content-to-position
-and position-to-content scores over shared relative-position embeddings), which `CompressedTransformerEncoder` does
-not compute, so no description of it would give the same logits.
+DeBERTa-v3's layers compute disentangled attention (content-to-position and position-to-content scores over
+relative-position embeddings shared by all layers): its description says `attention="disentangled"`,
+`bucket_size` (keras-hub's), `absolute_positions=False`, and the new backbone holds the relative-position table
+once; each layer's attention is tfbertopt's `DisentangledAttention`, which takes any head count and head size.
 
 Example:
 
@@ -42,6 +44,7 @@ from tfbertopt.layers import CompressedBackbone, PrunedRobertaBackbone
 TASK_FAMILIES = {
     "BertTextClassifier": "bert", "AlbertTextClassifier": "albert", "RobertaTextClassifier": "roberta",
     "XLMRobertaTextClassifier": "xlm_roberta", "DistilBertTextClassifier": "distilbert",
+    "DebertaV3TextClassifier": "deberta_v3",
 }
 _BASE_KEYS = ("name", "trainable", "dtype")
 
@@ -76,7 +79,7 @@ def family_of(model) -> str:
         if isinstance(backbone, cls):
             return name
     raise UnsupportedModelError(f"{type(backbone).__name__} is not a keras-hub text encoder family tfbertopt reads "
-                                f"(BERT, ELECTRA, ALBERT, RoBERTa, XLM-RoBERTa, DistilBERT)")
+                                f"(BERT, ELECTRA, ALBERT, RoBERTa, XLM-RoBERTa, DistilBERT, DeBERTa-v3)")
 
 
 def _specs(model) -> list[dict]:
@@ -88,15 +91,10 @@ def describe(model) -> EncoderDescription:
     """The `EncoderDescription` of a keras-hub classifier or backbone (see the module docstring).
 
     Raises:
-      UnsupportedModelError: DeBERTa-v3 (why: module docstring) or a model that is no text encoder of these families.
+      UnsupportedModelError: a model that is no text encoder of these families.
     """
     backbone = get_backbone(model)
     family = family_of(model)
-    if family == "deberta_v3":
-        raise UnsupportedModelError(
-            "DeBERTa-v3 cannot be rebuilt: its layers compute disentangled attention (content-to-position and "
-            "position-to-content scores over relative-position embeddings), which tfbertopt's compressed encoder "
-            "does not compute; post-training export (dynamic, float16) works on it unchanged")
     encoders = encoder_layers(model)
     if isinstance(backbone, CompressedBackbone):
         config = {k: v for k, v in backbone.get_config().items() if k not in _BASE_KEYS}
@@ -113,6 +111,8 @@ def describe(model) -> EncoderDescription:
     else:
         norm = backbone.get_layer("embeddings_layer_norm")
         config.update(num_segments=0, activation="gelu", layer_norm_epsilon=float(norm.epsilon), pooler=False)
+    if family == "deberta_v3":
+        config.update(absolute_positions=False, attention="disentangled", bucket_size=backbone.bucket_size)
     if isinstance(backbone, PrunedRobertaBackbone):
         config["layerdrop"] = backbone.layerdrop
     if family == "albert":

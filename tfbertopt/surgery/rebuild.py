@@ -33,8 +33,9 @@ from tfbertopt.kernels import UnsupportedModelError, find_kernels, get_backbone
 from tfbertopt.layers import CompressedBackbone
 from tfbertopt.surgery.description import describe
 
-_EMBEDDING_ROLES = ("token_embedding", "position_embedding", "segment_embedding", "embedding_projection",
-                    "embedding_layer_norm", "pooler")
+_EMBEDDING_ROLES = ("token_embedding", "position_embedding", "segment_embedding", "relative_embedding",
+                    "embedding_projection", "embedding_layer_norm", "pooler")
+_TABLES = ("token_embedding", "position_embedding", "segment_embedding")
 
 
 def check_classifier(model):
@@ -67,7 +68,10 @@ def copy_encoder(src, dst, heads=None, neurons=None):
         s, d = getattr(att, part), getattr(new_att, part)
         d.kernel.assign(np.asarray(s.kernel)[:, heads, :])
         d.bias.assign(np.asarray(s.bias)[heads, :])
-    new_att._output_dense.kernel.assign(np.asarray(att._output_dense.kernel)[heads, :, :])
+    # (heads, head_dim, H); keras-hub's DeBERTa-v3 keeps it as (heads * head_dim, H), rows in head-major order.
+    _, n_heads, head_dim = np.asarray(att._query_dense.kernel).shape
+    output = np.asarray(att._output_dense.kernel).reshape(n_heads, head_dim, -1)
+    new_att._output_dense.kernel.assign(output[heads, :, :])
     new_att._output_dense.bias.assign(np.asarray(att._output_dense.bias))
     for norm in ("_self_attention_layer_norm", "_feedforward_layer_norm"):
         getattr(dst, norm).set_weights(getattr(src, norm).get_weights())
@@ -100,8 +104,9 @@ def _copy_embeddings(source, new):
 
 
 def _layer_variables(ref):
-    """The variables of a role's layer: an embedding's table alone (TokenAndPositionEmbedding holds two), else all."""
-    if ref.role.endswith("_embedding"):
+    """The variables of a role's layer: an embedding's table alone (TokenAndPositionEmbedding holds two), else all
+    (DeBERTa-v3's relative embedding: its table and its LayerNorm, in the same order in keras-hub and here)."""
+    if ref.role in _TABLES:
         return [ref.variable]
     return list(ref.layer.weights)
 
