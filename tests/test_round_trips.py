@@ -6,7 +6,7 @@ Besides the logits, the reloaded model's type, backbone config (layer specs: fac
 LayerDrop, shrunk shapes), count of exact zeros in its weights (pruning masks) and optimizer step (pruning schedule
 position) must equal the original's.
 
-All cases are saved first and then loaded by ONE fresh process (one TensorFlow start instead of thirteen); the
+All cases are saved first and then loaded by ONE fresh process (one TensorFlow start instead of one per case); the
 loader loads a plain classifier first (`load_model` imports its registrations on its first call) and then checks
 that loading a case imports no further tfbertopt module, so no case can pass on a class that an earlier case's load
 pulled in.
