@@ -73,3 +73,18 @@ def test_narrow_student_of_another_family():
     assert isinstance(one, keras_hub.models.AlbertTextClassifier) and one.backbone.encoder_call_order == [0]
     with pytest.raises(UnsupportedModelError, match="AlbertBackbone"):
         narrow_student(albert, hidden_dim=8, num_layers=1, num_heads=1, intermediate_dim=8)
+
+
+def test_narrow_student_of_deberta_v3_keeps_its_relative_positions():
+    """DeBERTa-v3 has no absolute position table: the student takes the teacher's sequence length and buckets."""
+    from tfbertopt.surgery import as_compressed
+
+    backbone = keras_hub.models.DebertaV3Backbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
+                                                  intermediate_dim=32, max_sequence_length=16, bucket_size=4)
+    teacher = keras_hub.models.DebertaV3TextClassifier(backbone, num_classes=3, preprocessor=None)
+    for source in (teacher, as_compressed(teacher)):
+        student = narrow_student(source, hidden_dim=8, num_layers=1, num_heads=2, intermediate_dim=8)
+        assert isinstance(student, keras_hub.models.DebertaV3TextClassifier) and student.num_classes == 3
+        assert (student.backbone.bucket_size, student.backbone.max_sequence_length) == (4, 16)
+        x = {"token_ids": np.full((2, 6), 5, "int32"), "padding_mask": np.ones((2, 6), "int32")}
+        assert student(x).shape == (2, 3)

@@ -63,8 +63,8 @@ def student_from_teacher(teacher, layers="every_other"):
 
 def narrow_student(teacher, hidden_dim: int, num_layers: int, num_heads: int, intermediate_dim: int,
                    dropout: float = 0.1, seed: int = 0):
-    """A randomly initialised classifier of the teacher's family (BERT/ELECTRA -> BERT, DistilBERT, RoBERTa) over
-    the same tokenizer and preprocessor, with the given shape and the teacher's number of classes.
+    """A randomly initialised classifier of the teacher's family (BERT/ELECTRA -> BERT, DistilBERT, RoBERTa,
+    DeBERTa-v3) over the same tokenizer and preprocessor, with the given shape and the teacher's number of classes.
 
     Raises:
       ValueError: `hidden_dim` not divisible by `num_heads`, or a non-positive size.
@@ -83,7 +83,8 @@ def narrow_student(teacher, hidden_dim: int, num_layers: int, num_heads: int, in
     if backbone is teacher or not hasattr(teacher, "num_classes"):
         raise UnsupportedModelError(f"narrow_student needs a classifier teacher, got {type(teacher).__name__}")
     vocabulary_size = find_kernels(teacher, roles=["token_embedding"])[0].shape[0]
-    max_length = find_kernels(teacher, roles=["position_embedding"])[0].shape[0]
+    positions = find_kernels(teacher, roles=["position_embedding"])     # DeBERTa-v3: relative positions only
+    max_length = positions[0].shape[0] if positions else backbone.max_sequence_length
     shape = dict(vocabulary_size=vocabulary_size, num_layers=num_layers, num_heads=num_heads, hidden_dim=hidden_dim,
                  intermediate_dim=intermediate_dim, dropout=dropout, max_sequence_length=max_length)
     head = dict(num_classes=teacher.num_classes, preprocessor=teacher.preprocessor,
@@ -99,5 +100,10 @@ def narrow_student(teacher, hidden_dim: int, num_layers: int, num_heads: int, in
     if isinstance(backbone, keras_hub.models.RobertaBackbone):
         return keras_hub.models.RobertaTextClassifier(
             backbone=keras_hub.models.RobertaBackbone(**shape), hidden_dim=hidden_dim, **head)
+    if isinstance(backbone, keras_hub.models.DebertaV3Backbone) or getattr(backbone, "attention", None) == \
+            "disentangled":
+        return keras_hub.models.DebertaV3TextClassifier(
+            backbone=keras_hub.models.DebertaV3Backbone(bucket_size=backbone.bucket_size, **shape),
+            hidden_dim=hidden_dim, **head)
     raise UnsupportedModelError(f"narrow_student has no recipe for {type(backbone).__name__} teachers; it builds "
-                                f"BERT, DistilBERT and RoBERTa students")
+                                f"BERT, DistilBERT, RoBERTa and DeBERTa-v3 students")
