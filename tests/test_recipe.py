@@ -36,6 +36,9 @@ def test_defaults_filled():
     (_raw(task="sst3"), "task: Unknown GLUE task 'sst3'"),
     (_raw(data={"source": "s3"}), "data.source: 's3' is not one of"),
     (_raw(modle="x"), "unknown key 'modle' (did you mean 'model'?)"),
+    (_raw(stages=[{"prune": {"final_sparsity": None}}]), "stages[0].prune.final_sparsity: no value given (null)"),
+    (_raw(stages=[{"export": {"quantization": None}}]), "stages[0].export.quantization: no value given (null)"),
+    (_raw(stages=[{"distill": {"teacher": None}}]), "stages[0].distill.teacher: no value given (null)"),
     ({"name": "t", "task": "sst2", "stages": ["finetune"]}, "model: required"),
     ([1, 2], "expected a mapping at the top level"),
 ])

@@ -73,7 +73,11 @@ def fill(path: str, given, schema: dict) -> dict:
     for key, value in given.items():
         if key not in schema:
             raise unknown_key(path, key, schema)
-        out[key] = check_value(f"{path}.{key}" if path else key, value, schema[key][1])
+        where = f"{path}.{key}" if path else key
+        default, kind, _ = schema[key]
+        if value is None and default is not None:     # `key:` with no value, or `key: null`
+            raise RecipeError(f"{where}: no value given (null); leave the key out to use its default, {default!r}")
+        out[key] = check_value(where, value, kind)
     for key, (default, _, _) in schema.items():
         out.setdefault(key, copy.deepcopy(default))
     return out
