@@ -17,7 +17,7 @@ import pytest
 from tfbertopt.export.litert import ExportError
 from tfbertopt.export.metadata import MetadataError
 from tfbertopt.factorization import factorize, factorize_embeddings, share_layers, unshare_layers
-from tfbertopt.kernels import UnsupportedModelError, encoder_layers, find_kernels
+from tfbertopt.kernels import UnsupportedModelError, find_kernels
 from tfbertopt.models import tiny_classifier
 from tfbertopt.pruning import ConstantSparsity, prune_low_magnitude, strip_pruning
 from tfbertopt.pruning.prune import get_pruning
@@ -84,15 +84,6 @@ def _same(a, b, x, atol=1e-5):
     np.testing.assert_allclose(predict_logits(a, x), predict_logits(b, x), atol=atol)
 
 
-def _zero_dropped(model, plan):
-    for i, encoder in enumerate(encoder_layers(model)):
-        for kernel, kept in ((encoder._self_attention_layer._output_dense.kernel, plan.heads[i]),
-                             (encoder._feedforward_output_dense.kernel, plan.neurons[i])):
-            value = np.asarray(kernel).copy()
-            value[[j for j in range(value.shape[0]) if j not in kept]] = 0
-            kernel.assign(value)
-
-
 def check(method, clf, x):
     """Runs `method` on `clf` and asserts its property; returns nothing, raises the method's own errors."""
     if method == "compressed copy":
@@ -108,6 +99,8 @@ def check(method, clf, x):
         finally:
             strip_pruning(model)
     elif method == "shrink heads+FFN":
+        from helpers.surgery import zero_dropped    # here: the module also runs as a script (--write)
+
         plan = full_plan(clf)
         plan.heads = {i: [1] for i in plan.heads}
         plan.neurons = {i: list(range(3, 32, 2)) for i in plan.neurons}
@@ -115,7 +108,7 @@ def check(method, clf, x):
         assert type(small) is type(clf)
         reference = as_compressed(clf)
         reference = shrink(reference, full_plan(reference))      # a copy whose kernels may be zeroed
-        _zero_dropped(reference, plan)
+        zero_dropped(reference, plan)
         _same(small, reference, x)
     elif method == "drop a layer":
         small = shrink(clf, plan_drop_layers(clf, [2]))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.surgery import zero_dropped
 
-from tfbertopt.kernels import encoder_layers, find_kernels
+from tfbertopt.kernels import find_kernels
 from tfbertopt.models import tiny_classifier
 from tfbertopt.pruning.structured import full_plan, shrink
 from tfbertopt.surgery import as_compressed, describe
@@ -74,12 +75,7 @@ def test_pruned_heads_equal_zeroed_heads(deberta):
     small = shrink(deberta, plan)
     assert [layer._self_attention_layer.num_heads for layer in small.backbone.transformer_layers] == [2, 1]
     reference = as_compressed(deberta)
-    for i, encoder in enumerate(encoder_layers(reference)):
-        for kernel, kept in ((encoder._self_attention_layer._output_dense.kernel, plan.heads[i]),
-                             (encoder._feedforward_output_dense.kernel, plan.neurons[i])):
-            value = np.asarray(kernel).copy()
-            value[[j for j in range(value.shape[0]) if j not in kept]] = 0
-            kernel.assign(value)
+    zero_dropped(reference, plan)
     x = _inputs(20)
     np.testing.assert_allclose(predict_logits(small, x), predict_logits(reference, x), atol=1e-4)
 

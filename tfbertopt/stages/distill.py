@@ -14,6 +14,7 @@ from tfbertopt.distillation import (DistillationConfig, IntermediateModel, Teach
 from tfbertopt.distillation.mapping import layer_map
 from tfbertopt.distillation.word_students import is_word_student
 from tfbertopt.stages.base import RecipeError, Stage, resolve_path, say, unknown_key
+from tfbertopt.stages.finetune import finetune_options
 from tfbertopt.train import finetune
 
 DISTILL_STUDENTS = ("every_other", "bilstm", "cnn", "previous")
@@ -54,13 +55,7 @@ class DistillStage(Stage):
         "distillation": ({}, dict, "DistillationConfig fields: hard_label_weight, logits, logits_weight, "
                                    "temperature, hidden, hidden_weight, attention, attention_weight, "
                                    "embedding_weight, cls_weight, layer_map"),
-        "epochs": (3, int, "passes over the training data"),
-        "batch_size": (32, int, "examples per step"),
-        "learning_rate": (5e-5, float, "peak AdamW learning rate (linear warm-up, then linear decay)"),
-        "weight_decay": (0.01, float, "AdamW weight decay (not on biases/LayerNorm)"),
-        "warmup_fraction": (0.1, float, "share of steps spent warming up"),
-        "max_steps": (None, int, "cap on steps per epoch"),
-        "length_grouping": (20, int, "sort by length inside windows of N batches (1 = random batches)"),
+        **finetune_options(epochs=3),
         "cache": (False, bool, "run the teacher once over the training data, keep the outputs the loss terms need "
                                "on disk and train from them"),
         "cache_max_bytes": (1_000_000_000, int, "refuse a teacher cache larger than this"),

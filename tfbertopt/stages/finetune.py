@@ -9,13 +9,10 @@ from tfbertopt.stages.base import Stage, say
 from tfbertopt.train import finetune
 
 
-class FinetuneStage(Stage):
-    """Fine-tunes the model on the task through `tfbertopt.train.finetune` (AdamW, linear warm-up then decay, dev
-    metrics each epoch); resumes at its epoch after a stopped run."""
-
-    name = "finetune"
-    options: ClassVar[dict] = {
-        "epochs": (2, int, "passes over the training data"),
+def finetune_options(epochs: int) -> dict:
+    """The options of `tfbertopt.train.finetune` that a training stage exposes, with its default epoch count."""
+    return {
+        "epochs": (epochs, int, "passes over the training data"),
         "batch_size": (32, int, "examples per step"),
         "learning_rate": (5e-5, float, "peak AdamW learning rate (linear warm-up, then linear decay)"),
         "weight_decay": (0.01, float, "AdamW weight decay (not on biases/LayerNorm)"),
@@ -23,6 +20,14 @@ class FinetuneStage(Stage):
         "max_steps": (None, int, "cap on steps per epoch"),
         "length_grouping": (20, int, "sort by length inside windows of N batches (1 = random batches)"),
     }
+
+
+class FinetuneStage(Stage):
+    """Fine-tunes the model on the task through `tfbertopt.train.finetune` (AdamW, linear warm-up then decay, dev
+    metrics each epoch); resumes at its epoch after a stopped run."""
+
+    name = "finetune"
+    options: ClassVar[dict] = finetune_options(epochs=2)
     counts = ("epochs", "batch_size", "max_steps", "length_grouping")
     trains = True
 
