@@ -207,3 +207,24 @@ def test_a_stage_that_cannot_run_prints_one_line(tmp_path, capsys):
     assert err[0].startswith("tfbertopt: error: stage 00_factorize cannot run: this model's embeddings are already")
     with pytest.raises(Exception, match="no tiny 'gpt2' classifier"):
         run_recipe(load_recipe(_write(tmp_path, {**recipe, "model": "demo-gpt2"})), str(tmp_path / "out2"))
+
+
+def test_trim_vocabulary_stage_keeps_the_corpus_pieces_and_counts_the_cost(tmp_path, finetuned):
+    from tfbertopt.saving import load_model
+
+    original = load_model(finetuned).preprocessor.tokenizer.get_vocabulary()
+    words = [w for w in original if w.isalpha()][:6]
+    (tmp_path / "corpus.txt").write_text("\n".join(words) + "\n\n")
+    recipe = dict(RECIPE, model=finetuned, stages=[
+        {"trim_vocabulary": {"train_text": False, "corpus": str(tmp_path / "corpus.txt"), "characters": False}},
+        {"export": {"quantization": ["float32"], "verify_examples": 32}}])
+    out = tmp_path / "out"
+    run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
+    stage = json.loads((out / "state.json").read_text())["finished"]["00_trim_vocabulary"]
+    vocab = load_model(stage["model"]).preprocessor.tokenizer.get_vocabulary()
+    assert vocab == [w for w in original if w in set(words) | {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}]
+    assert stage["kept"] == len(vocab) and stage["vocabulary_size"] == len(original)
+    # Dev sentences use words outside the six: they now hold [UNK], and the stage says how many.
+    assert 0 < stage["coverage"]["texts_with_new_unk"] <= stage["coverage"]["texts"]
+    assert stage["tags"] == ["vocab-trim"]
+    assert json.loads((out / "state.json").read_text())["finished"]["01_export"]["exports"][0]["verification"]["passed"]

@@ -25,6 +25,7 @@ from tfbertopt.pruning.structured import full_plan, plan_drop_layers, shrink, wi
 from tfbertopt.quantization import activation_ranges, quantize_model
 from tfbertopt.surgery import as_compressed
 from tfbertopt.train import predict_logits
+from tfbertopt.vocabulary import trim_vocabulary, wordpiece_tokenizer
 
 # Family -> tiny_classifier options (ELECTRA twice: E = H is BERT-shaped, E < H projects after the LayerNorm).
 FAMILIES = {
@@ -33,18 +34,23 @@ FAMILIES = {
 }
 METHODS = ["compressed copy", "magnitude pruning", "shrink heads+FFN", "drop a layer", "layerdrop",
            "svd at full rank", "embedding factorization", "share layers", "unshare layers", "qat int8",
-           "qat int8-matmul"]
+           "qat int8-matmul", "trim vocabulary"]
 _E_WIDE = "already 8 wide"
 EXPECTED_ERRORS = {
     ("electra", "embedding factorization"): (UnsupportedModelError, _E_WIDE),
     ("albert", "embedding factorization"): (UnsupportedModelError, _E_WIDE),
     ("albert", "share layers"): (ValueError, "already shares layers"),
     ("albert", "drop a layer"): (UnsupportedModelError, "unshare first"),
+    **{(family, "trim vocabulary"): (UnsupportedModelError, "needs a WordPiece tokenizer")
+       for family in ("albert", "roberta", "xlm_roberta", "deberta_v3")},
 }
 REASONS = {
     _E_WIDE: "the embeddings are already E wide and normalised before their projection (ALBERT/ELECTRA layout): "
              "there is no V x H table to factorize",
     "already shares layers": "ALBERT already shares every layer; `unshare_layers` first to share differently",
+    "needs a WordPiece tokenizer": "vocabulary trimming edits a WordPiece vocabulary; these families split words "
+                                   "with a SentencePiece model or byte-level BPE merges, which define the pieces and "
+                                   "their ids, so dropping table rows would not drop them from how text splits",
     "unshare first": "ALBERT calls one encoder at every depth; a plan drops encoder layers, so `unshare_layers` "
                      "first to drop depths (or drop heads and FFN neurons inside the shared layer)",
 }
@@ -138,6 +144,14 @@ def check(method, clf, x):
         assert ranges and all(lo <= 0.0 <= hi for lo, hi in ranges.values())
         labels = predict_logits(qat, x).argmax(-1)
         assert labels.shape == (4,)
+    elif method == "trim vocabulary":
+        tokenizer = wordpiece_tokenizer(clf)        # the named error for other families
+        special = [tokenizer.token_to_id(t) for t in (*tokenizer.special_tokens, tokenizer.oov_token)]
+        keep = np.union1d(np.unique(x["token_ids"]), special)
+        small = trim_vocabulary(clf, keep)
+        assert small.backbone.token_embedding.embeddings.shape[0] == len(keep)
+        remapped = dict(x, token_ids=np.searchsorted(keep, x["token_ids"]).astype("int32"))
+        np.testing.assert_allclose(predict_logits(small, remapped), predict_logits(clf, x), atol=1e-5)
     else:
         raise AssertionError(method)
 

@@ -7,7 +7,8 @@ recipe reference in docs/recipes.md from it.
 
 >>> from tfbertopt.stages import STAGES
 >>> list(STAGES)
-['finetune', 'prune', 'structured_prune', 'layerdrop', 'factorize', 'distill', 'qat', 'export', 'benchmark']
+['finetune', 'prune', 'structured_prune', 'layerdrop', 'factorize', 'trim_vocabulary', 'distill', 'qat', 'export',
+ 'benchmark']
 >>> STAGES["prune"].tags({"m_by_n": [2, 4]})
 ['n:m']
 """
@@ -22,9 +23,10 @@ from tfbertopt.stages.layerdrop import LayerDropStage
 from tfbertopt.stages.prune import PruneStage
 from tfbertopt.stages.qat import QatStage
 from tfbertopt.stages.structured_prune import StructuredPruneStage
+from tfbertopt.stages.trim_vocabulary import TrimVocabularyStage
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
-    FinetuneStage(), PruneStage(), StructuredPruneStage(), LayerDropStage(), FactorizeStage(), DistillStage(),
-    QatStage(), ExportStage(), BenchmarkStage())}
+    FinetuneStage(), PruneStage(), StructuredPruneStage(), LayerDropStage(), FactorizeStage(),
+    TrimVocabularyStage(), DistillStage(), QatStage(), ExportStage(), BenchmarkStage())}
 
 __all__ = ["STAGES", "Stage"]

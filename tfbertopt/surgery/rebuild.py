@@ -45,10 +45,11 @@ def check_classifier(model):
                                     f"output_dense, e.g. BertTextClassifier); tfbertopt compresses classifiers")
 
 
-def task_like(model, backbone):
+def task_like(model, backbone, preprocessor=None):
     """A classifier of `model`'s own task class (BertTextClassifier, RobertaTextClassifier, ...) over `backbone`,
-    with `model`'s head weights."""
-    kwargs = dict(backbone=backbone, num_classes=model.num_classes, preprocessor=model.preprocessor,
+    with `model`'s head weights and its preprocessor (or `preprocessor`)."""
+    kwargs = dict(backbone=backbone, num_classes=model.num_classes,
+                  preprocessor=model.preprocessor if preprocessor is None else preprocessor,
                   activation=model.activation, dropout=model.dropout)
     if hasattr(model, "hidden_dim"):       # RoBERTa-style heads have a hidden layer of this width
         kwargs["hidden_dim"] = model.hidden_dim
@@ -127,16 +128,18 @@ def _source_path(path: str, sources: dict[int, int] | None) -> str:
     return path
 
 
-def rebuild(model, values: dict | None = None, sources: dict[int, int] | None = None, **changes):
+def rebuild(model, values: dict | None = None, sources: dict[int, int] | None = None, preprocessor=None,
+            **changes):
     """A new classifier like `model` whose `CompressedBackbone` config is `model`'s with `changes` (e.g.
-    `layer_specs=`, `embedding_dim=`, `quantization=`, `layerdrop=`); weights from `values` (variable path ->
-    array), else from `model` (encoder position `p` of the new model reads position `sources.get(p, p)`)."""
+    `layer_specs=`, `embedding_dim=`, `quantization=`, `layerdrop=`, `vocabulary_size=`); weights from `values`
+    (variable path -> array), else from `model` (encoder position `p` of the new model reads position
+    `sources.get(p, p)`); `model`'s preprocessor unless `preprocessor` is given (a trimmed vocabulary's)."""
     source = as_compressed(model)
     description = describe(source)
     unknown = sorted(set(changes) - set(description.config))
     if unknown:
         raise TypeError(f"rebuild got unknown backbone options {unknown}")
-    new = task_like(source, CompressedBackbone(**{**description.config, **changes}))
+    new = task_like(source, CompressedBackbone(**{**description.config, **changes}), preprocessor)
     old = {w.path: w for w in source.weights}
     values = dict(values or {})
     missing = []
