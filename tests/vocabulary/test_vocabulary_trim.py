@@ -139,3 +139,12 @@ def test_saved_trimmed_model_and_its_litert_file_with_mediapipe_vocabulary(tmp_p
     assert verify_litert(exported.path, small, dev).passed
     with_md = write_metadata(exported.path, small, ["negative", "positive"], tmp_path / "small_mp.tflite")
     assert read_metadata(with_md.path)["vocabulary"] == small.preprocessor.tokenizer.get_vocabulary()
+
+
+def test_a_trimmed_student_is_refused_by_a_live_teacher_so_trim_after_distilling():
+    from tfbertopt.distillation import DistillationConfig, Distiller
+
+    clf = classifier()
+    small = trim_vocabulary(clf, select_tokens(clf, SEEN))
+    with pytest.raises(ValueError, match="use different tokenizers"):
+        Distiller(small, clf, DistillationConfig())
