@@ -3,6 +3,8 @@ MediaPipe metadata together.
 
 - `selection`: which tokens to keep (`select_tokens`): those the task's text uses, a user corpus or word list, the
   special tokens and single characters, within a size budget.
+- `wordpiece`: the model's WordPiece tokenizer (`wordpiece_tokenizer`, which names why other tokenizers cannot be
+  trimmed) and text as it sees it.
 - `trim`: the surgery (`trim_vocabulary`): a classifier whose token table holds only the kept rows and whose
   tokenizer holds only the kept pieces, in their original order; `coverage` counts what the trimmed tokenizer
   splits differently on other text (`vocabulary_coverage`).
@@ -19,7 +21,8 @@ Example:
 """
 
 from tfbertopt.vocabulary.selection import TokenSelection, select_tokens, token_counts
-from tfbertopt.vocabulary.trim import trim_vocabulary, vocabulary_coverage, wordpiece_tokenizer
+from tfbertopt.vocabulary.trim import trim_vocabulary, vocabulary_coverage
+from tfbertopt.vocabulary.wordpiece import wordpiece_tokenizer
 
 __all__ = ["TokenSelection", "select_tokens", "token_counts", "trim_vocabulary", "vocabulary_coverage",
            "wordpiece_tokenizer"]

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tfbertopt.vocabulary.trim import wordpiece_tokenizer
+from tfbertopt.vocabulary.wordpiece import text_segments, wordpiece_tokenizer
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -66,23 +66,11 @@ class TokenSelection:
                 f"{int(self.counts.sum())} pieces)")
 
 
-def _segments(texts: Iterable) -> list[str]:
-    out = []
-    for text in texts:
-        if isinstance(text, str):
-            out.append(text)
-        elif isinstance(text, (tuple, list)) and all(isinstance(s, str) for s in text):
-            out.extend(text)
-        else:
-            raise TypeError(f"texts must be strings or tuples of strings (sentence pairs), got {text!r}")
-    return out
-
-
 def token_counts(tokenizer, texts: Iterable, batch_size: int = 4096) -> tuple[np.ndarray, int]:
     """How often `tokenizer` produces each id on `texts` (strings or segment tuples), and how many texts there were."""
     import tensorflow as tf
 
-    segments = _segments(texts)
+    segments = text_segments(texts)
     counts = np.zeros(tokenizer.vocabulary_size(), np.int64)
     for start in range(0, len(segments), batch_size):
         rows = tokenizer(tf.constant(segments[start:start + batch_size]))    # one list of ids per segment

@@ -10,7 +10,8 @@ texts split differently, and how many pieces became `[UNK]`.
 
 Families: BERT, MiniLM, ELECTRA and DistilBERT (WordPiece). ALBERT, XLM-RoBERTa and DeBERTa-v3 tokenize with a
 SentencePiece model, RoBERTa with byte-level BPE merges: there a piece's id is its place in a model file whose
-pieces (or merge rules) define how every word splits, so `wordpiece_tokenizer` refuses them with that reason.
+pieces (or merge rules) define how every word splits, so `wordpiece.wordpiece_tokenizer` refuses them with that
+reason.
 """
 
 from __future__ import annotations
@@ -19,29 +20,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tfbertopt.kernels import UnsupportedModelError
 from tfbertopt.surgery import as_compressed, rebuild
 from tfbertopt.surgery.description import family_of
-
-
-def wordpiece_tokenizer(model):
-    """The WordPiece tokenizer of a classifier (or a tokenizer itself), or UnsupportedModelError saying why not."""
-    import keras_hub
-
-    preprocessor = getattr(model, "preprocessor", None)
-    tokenizer = getattr(preprocessor, "tokenizer", None) if preprocessor is not None else model
-    if isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
-        return tokenizer
-    if tokenizer is None or not hasattr(tokenizer, "get_vocabulary"):
-        raise UnsupportedModelError(f"{type(model).__name__} has no tokenizer: vocabulary trimming edits the "
-                                    f"tokenizer together with the token table, so the model needs its preprocessor")
-    kind = ("a SentencePiece model" if isinstance(tokenizer, keras_hub.tokenizers.SentencePieceTokenizer)
-            else "byte-level BPE merges" if isinstance(tokenizer, keras_hub.tokenizers.BytePairTokenizer)
-            else "no WordPiece vocabulary")
-    raise UnsupportedModelError(
-        f"vocabulary trimming needs a WordPiece tokenizer (BERT, MiniLM, ELECTRA, DistilBERT); "
-        f"{type(tokenizer).__name__} splits words with {kind}, whose pieces and ids are defined by that model, so "
-        f"removing rows from the table would not remove them from how text splits")
+from tfbertopt.vocabulary.wordpiece import pieces, text_segments, wordpiece_tokenizer
 
 
 def _trimmed_preprocessor(preprocessor, tokens: list[str]):
@@ -79,26 +60,17 @@ def trim_vocabulary(model, keep):
                    preprocessor=_trimmed_preprocessor(source.preprocessor, tokens))
 
 
-def _pieces(tokenizer, segments: list[str]) -> list[list[str]]:
-    import tensorflow as tf
-
-    vocab = np.array([str(t) for t in tokenizer.get_vocabulary()], dtype=object)
-    return [list(vocab[np.asarray(row, np.int64)]) for row in tokenizer(tf.constant(segments))]
-
-
 def vocabulary_coverage(model, trimmed, texts: Iterable) -> dict:
     """What `trimmed` (from `trim_vocabulary(model, ...)`) tokenizes differently from `model` on `texts` (strings or
     segment tuples): texts, texts split differently, texts with a new `[UNK]`, pieces, new `[UNK]` pieces."""
-    from tfbertopt.vocabulary.selection import _segments
-
     before, after = wordpiece_tokenizer(model), wordpiece_tokenizer(trimmed)
     texts = [t if isinstance(t, tuple) else (t,) for t in texts]
     unk = after.oov_token
     report = {"texts": len(texts), "texts_changed": 0, "texts_with_new_unk": 0, "pieces": 0, "new_unk_pieces": 0}
     for start in range(0, len(texts), 4096):
         part = texts[start:start + 4096]
-        segments = _segments(part)
-        old, new = _pieces(before, segments), _pieces(after, segments)
+        segments = text_segments(part)
+        old, new = pieces(before, segments), pieces(after, segments)
         at = 0
         for text in part:
             o = [p for s in old[at:at + len(text)] for p in s]
