@@ -107,8 +107,8 @@ class Stage:
       in docs/recipes.md is generated from it (`tfbertopt.docs_gen`).
     - `allowed`: option -> the reference's "type / allowed values" text, where the type alone says too little.
     - `fractions`: options that must lie in [0, 1); `counts`: options that must be >= 1 when set.
-    - `trains`: the stage makes (usually trains) and saves a model; it must come before `export`, and a `distill` teacher may name it
-      (`stage:N`).
+    - `trains`: the stage makes (usually trains) and saves a model; it must come before `export`, and a `distill`
+      teacher may name it (`stage:N`).
     """
 
     name: ClassVar[str] = ""

@@ -29,7 +29,8 @@ def _trimmed_preprocessor(preprocessor, tokens: list[str]):
     tokenizer = preprocessor.tokenizer
     config = {**tokenizer.get_config(), "vocabulary": list(tokens)}
     config.pop("config_file", None)
-    return type(preprocessor).from_config({**preprocessor.get_config(), "tokenizer": type(tokenizer).from_config(config)})
+    new_tokenizer = type(tokenizer).from_config(config)
+    return type(preprocessor).from_config({**preprocessor.get_config(), "tokenizer": new_tokenizer})
 
 
 def trim_vocabulary(model, keep):
