@@ -25,7 +25,7 @@ Example:
 >>> parse_recipe({"name": "x", "model": "demo", "task": "sst2", "stages": [{"finetun": {}}]})
 Traceback (most recent call last):
 ...
-tfbertopt.recipe.RecipeError: stages[0]: unknown stage 'finetun' (did you mean 'finetune'?); known stages: finetune, prune, structured_prune, layerdrop, factorize, distill, qat, export, benchmark
+tfbertopt.recipe.RecipeError: stages[0]: unknown stage 'finetun' (did you mean 'finetune'?); known stages: finetune, prune, structured_prune, layerdrop, factorize, trim_vocabulary, distill, qat, export, benchmark
 
 A `distill` stage trains a student from a teacher with `tfbertopt.distillation.Distiller` (see
 `tfbertopt.stages.distill`):
