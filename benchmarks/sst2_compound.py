@@ -41,10 +41,12 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="runs/sst2-compound")
     parser.add_argument("--out", default="benchmarks/results/sst2_compound.json")
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, as `tfbertopt run --set`")
     args = parser.parse_args(argv)
     name = os.path.splitext(os.path.basename(args.out))[0]
 
-    recipe = load_recipe(args.recipe, [f"data.dir={args.data_dir}"])
+    recipe = load_recipe(args.recipe, [f"data.dir={args.data_dir}", *args.set])
     # Exports and timings happen below, beside the teacher; the recipe's own export/benchmark stages are skipped.
     recipe["stages"] = [s for s in recipe["stages"] if next(iter(s)) not in ("export", "benchmark")]
     run = run_recipe(recipe, args.work)
