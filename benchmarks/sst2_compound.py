@@ -4,6 +4,11 @@ same process (float32 and dynamic-range int8 of both; full-integer int8 of the c
 Every file is verified against its Keras model on the full SST-2 dev set and timed at batch 1, sequence 128.
 
     python benchmarks/sst2_compound.py --data-dir ../shared/data/glue
+
+The same on MiniLM-L3 (the teacher from recipes/sst2_minilm_l3.yaml; the results file names the benchmark):
+
+    python benchmarks/sst2_compound.py --recipe recipes/sst2_minilm_l3_compound.yaml \
+        --work runs/sst2-minilm-l3-compound --out benchmarks/results/sst2_minilm_l3_compound.json
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from tfbertopt.saving import load_model  # noqa: E402
 
 
 def log(message: str) -> None:
-    print(f"[sst2_compound {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    print(f"[{os.path.basename(__file__)} {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -36,9 +41,12 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="runs/sst2-compound")
     parser.add_argument("--out", default="benchmarks/results/sst2_compound.json")
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, as `tfbertopt run --set`")
     args = parser.parse_args(argv)
+    name = os.path.splitext(os.path.basename(args.out))[0]
 
-    recipe = load_recipe(args.recipe, [f"data.dir={args.data_dir}"])
+    recipe = load_recipe(args.recipe, [f"data.dir={args.data_dir}", *args.set])
     # Exports and timings happen below, beside the teacher; the recipe's own export/benchmark stages are skipped.
     recipe["stages"] = [s for s in recipe["stages"] if next(iter(s)) not in ("export", "benchmark")]
     run = run_recipe(recipe, args.work)
@@ -61,7 +69,7 @@ def main(argv=None) -> int:
         rows.append(harness.measure_variant(model, variant, tags, None if variant == "baseline" else "baseline", dev,
                                             bench_dir, peak, quantization=q, runs=args.runs, features=features,
                                             calibration=calibration if q == "int8" else None))
-        harness.write_results(args.out, "sst2_compound", command_line(), rows, peak,
+        harness.write_results(args.out, name, command_line(), rows, peak,
                               extra={"data": dev.source, "recipe": args.recipe, "teacher": recipe["model"]})
     print(harness.markdown_table(rows), flush=True)
     return 0

@@ -90,6 +90,10 @@ RECIPE_SUMMARIES = {
     "sst2_int8_matmul.yaml": "post-training int8-matmul export (int8 matmuls, float elsewhere)",
     "sst2_layerdrop.yaml": "LayerDrop training, then layers 4 and 6 dropped",
     "sst2_minilm_baseline.yaml": "MiniLM-L6 fine-tuned on SST-2; float32 / float16 / dynamic int8 (the baseline)",
+    "sst2_minilm_l3.yaml": "the second real checkpoint, MiniLM-L3 (converted from ONNX), fine-tuned on SST-2; "
+                           "float32 / float16 / dynamic int8",
+    "sst2_minilm_l3_compound.yaml": "the compound recipe (heads + FFN shrink, recovery, int8) on the fine-tuned "
+                                    "MiniLM-L3",
     "sst2_pkd.yaml": "Patient KD, PKD-Skip: logits KL at T=10 + [CLS] MSE on every other layer",
     "sst2_q8bert_qat.yaml": "Q8BERT-style quantization-aware training, full-integer int8 export",
     "sst2_qat_int8_matmul.yaml": "quantization-aware training for the int8-matmul graph, then its export",

