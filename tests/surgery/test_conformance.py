@@ -26,6 +26,7 @@ from tfbertopt.quantization import activation_ranges, quantize_model
 from tfbertopt.surgery import as_compressed
 from tfbertopt.train import predict_logits
 from tfbertopt.vocabulary import trim_vocabulary, wordpiece_tokenizer
+from tfbertopt.vocabulary.wordpiece import required_tokens
 
 # Family -> tiny_classifier options (ELECTRA twice: E = H is BERT-shaped, E < H projects after the LayerNorm).
 FAMILIES = {
@@ -146,7 +147,7 @@ def check(method, clf, x):
         assert labels.shape == (4,)
     elif method == "trim vocabulary":
         tokenizer = wordpiece_tokenizer(clf)        # the named error for other families
-        special = [tokenizer.token_to_id(t) for t in (*tokenizer.special_tokens, tokenizer.oov_token)]
+        special = [tokenizer.token_to_id(t) for t in required_tokens(tokenizer)]
         keep = np.union1d(np.unique(x["token_ids"]), special)
         small = trim_vocabulary(clf, keep)
         assert small.backbone.token_embedding.embeddings.shape[0] == len(keep)

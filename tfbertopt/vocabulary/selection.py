@@ -4,7 +4,7 @@
 text, a user corpus, a word-frequency list: any iterable of strings or of 1- and 2-segment tuples) and keeps, in this
 order of priority:
 
-1. the special tokens (`[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`), always;
+1. the tokens the tokenizer needs (`[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]` for BERT's), always;
 2. with `characters=True`, every single-character piece (`a` and `##a`), so that any word made of known characters
    still splits into pieces instead of becoming `[UNK]`;
 3. the pieces seen at least `min_count` times, most frequent first, up to `max_tokens` in all.
@@ -32,9 +32,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tfbertopt.vocabulary.wordpiece import text_segments, wordpiece_tokenizer
-
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+from tfbertopt.vocabulary.wordpiece import required_tokens, text_segments, wordpiece_tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +95,8 @@ def select_tokens(model, texts: Iterable = (), *, min_count: int = 1, max_tokens
     vocab = [str(t) for t in tokenizer.get_vocabulary()]
     counts, n_texts = token_counts(tokenizer, texts)
     suffix = tokenizer.suffix_indicator
-    special = [i for i, t in enumerate(vocab) if t in SPECIAL_TOKENS]
+    needed = set(required_tokens(tokenizer))
+    special = [i for i, t in enumerate(vocab) if t in needed]
     chars = [i for i, t in enumerate(vocab) if characters and i not in special and _is_character(t, suffix)]
     required = set(special) | set(chars)
     if max_tokens is not None and max_tokens < len(required):

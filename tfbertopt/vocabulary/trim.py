@@ -22,7 +22,7 @@ import numpy as np
 
 from tfbertopt.surgery import as_compressed, rebuild
 from tfbertopt.surgery.description import family_of
-from tfbertopt.vocabulary.wordpiece import pieces, text_segments, wordpiece_tokenizer
+from tfbertopt.vocabulary.wordpiece import pieces, required_tokens, text_segments, wordpiece_tokenizer
 
 
 def _trimmed_preprocessor(preprocessor, tokens: list[str]):
@@ -49,9 +49,9 @@ def trim_vocabulary(model, keep):
         raise ValueError("kept ids repeat; each vocabulary piece can be kept once")
     ids = np.sort(ids)
     tokens = [vocab[i] for i in ids]
-    needed = [t for t in (*tokenizer.special_tokens, tokenizer.oov_token) if t not in tokens]
+    needed = [t for t in required_tokens(tokenizer) if t not in tokens]
     if needed:
-        raise ValueError(f"kept ids lack {sorted(set(needed))}, which the tokenizer needs")
+        raise ValueError(f"kept ids lack {sorted(needed)}, which the tokenizer needs")
     source = as_compressed(model)
     table = np.asarray(source.backbone.token_embedding.embeddings)
     if table.shape[0] != len(vocab):

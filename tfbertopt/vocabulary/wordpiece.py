@@ -28,6 +28,11 @@ def wordpiece_tokenizer(model):
         f"removing rows from the table would not remove them from how text splits")
 
 
+def required_tokens(tokenizer) -> list[str]:
+    """The pieces a WordPiece tokenizer cannot work without: its special tokens and its out-of-vocabulary token."""
+    return list(dict.fromkeys((*tokenizer.special_tokens, tokenizer.oov_token)))
+
+
 def text_segments(texts: Iterable) -> list[str]:
     """Every segment of `texts` (strings, or 1- and 2-segment tuples as GLUE `Examples.texts` holds), in order."""
     out = []
