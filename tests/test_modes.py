@@ -9,15 +9,15 @@ from tfbertopt.stages.export import QUANTIZATION_CHOICES, VARIANT_TAGS
 
 
 def test_every_list_is_read_from_the_registry():
-    assert QUANTIZATIONS == ("float32", "float16", "dynamic", "int8", "16x8", "int8-matmul")
+    assert QUANTIZATIONS == ("float32", "float16", "dynamic", "int8", "16x8", "int8-matmul", "int4", "int4-block32")
     assert CALIBRATED == ("int8", "16x8", "int8-matmul") and FULL_INTEGER == ("int8", "16x8")
     assert "mixed" in QUANTIZATION_CHOICES and "16x8" not in QUANTIZATION_CHOICES     # 16x8: Python only
-    assert TARGETS == ("int8", "int8-matmul")
+    assert TARGETS == ("int8", "int8-matmul", "int4")
     assert {name: tuple(tags) for name, tags in VARIANT_TAGS.items()} == {n: m.tags for n, m in MODES.items()}
 
 
 def test_names_filters_by_fields_and_refuses_unknown_ones():
     assert names(litert=False) == ("mixed",)
-    assert names(calibrated=False) == ("float32", "float16", "dynamic")
+    assert names(calibrated=False) == ("float32", "float16", "dynamic", "int4", "int4-block32")
     with pytest.raises(TypeError, match="no fields"):
         names(colour="red")

@@ -117,8 +117,8 @@ def test_flex_only_ops_are_refused_with_their_names(tmp_path):
 
 
 def test_unknown_quantization_rejected(shared_classifier, tmp_path):
-    with pytest.raises(ValueError, match="unknown quantization 'int4'"):
-        export_litert(shared_classifier, tmp_path / "m.tflite", "int4")
+    with pytest.raises(ValueError, match="unknown quantization 'int2'"):
+        export_litert(shared_classifier, tmp_path / "m.tflite", "int2")
 
 
 def test_export_leaves_preprocessor_attached(shared_classifier, tmp_path):

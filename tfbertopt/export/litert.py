@@ -23,6 +23,9 @@ Quantizations:
   (`tfbertopt.export.attention_masking`). A quantization-aware trained model (`tfbertopt.quantization`) carries
   its trained activation ranges as fake-quant ops; the converter keeps them and calibrates only the tensors
   training did not range (inside LayerNorm and GELU).
+- "int4", "int4-block32": int4 weights (per channel, or per 32 input weights) for every FULLY_CONNECTED and
+  embedding table, float activations quantized on the fly inside the matmuls; written by ai-edge-quantizer, LiteRT's
+  own weight quantizer (the optional `int4` extra), from the float32 graph (`tfbertopt.export.int4`).
 - "16x8": int16 activations with int8 weights (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`),
   ops without an int16 kernel falling back to float. Traced with plain embedding gathers and a MUL-based LayerNorm
   (`tfbertopt.export.integer_tracing`): Keras' own forms give int32 index arithmetic the int16 quantizer cannot range
@@ -75,6 +78,7 @@ from tfbertopt.data.calibration import calibration_features, representative_data
 from tfbertopt.data.pipeline import model_input_names, without_preprocessor
 from tfbertopt.export.attention_masking import additive_masking, quantization_friendly_masking
 from tfbertopt.export.channel_equalization import equalized_matmuls
+from tfbertopt.export.int4 import GRANULARITY, Int4Error, int4_weights
 from tfbertopt.export.integer_tracing import integer_friendly_ops
 from tfbertopt.export.op_report import op_report
 from tfbertopt.quantization.qat import activation_ranges, quantization_config, uninitialized_quantizers
@@ -88,7 +92,8 @@ logger = logging.getLogger(__name__)
 # From the one registry of modes (`tfbertopt.quantizers.modes`).
 QUANTIZATIONS = names(litert=True)
 CALIBRATED = names(litert=True, calibrated=True)
-FULL_INTEGER = names(litert=True, integer_softmax=True)   # whose softmax (and so its input's mask) is integer
+FULL_INTEGER = names(litert=True, integer_softmax=True)
+INT4 = tuple(GRANULARITY)   # written by ai-edge-quantizer from the float32 graph   # whose softmax (and so its input's mask) is integer
 # "int8-matmul" quantizes these op kinds only (QUANTIZE/DEQUANTIZE are the conversions around them).
 MATMUL_INT8_OPS = ("FULLY_CONNECTED", "GATHER", "QUANTIZE", "DEQUANTIZE")
 
@@ -166,9 +171,13 @@ def convert_saved_model(saved_model_dir, quantization, representative_dataset=No
         converter._experimental_calibrate_only = calibrate_only or quantization == "int8-matmul"  # noqa: SLF001
     try:
         flatbuffer = converter.convert()
+        if quantization in INT4:   # the float32 graph, its weights written in int4 by ai-edge-quantizer
+            return int4_weights(flatbuffer, quantization)
         if quantization == "int8-matmul" and not calibrate_only:
             return quantize_op_kinds(flatbuffer, MATMUL_INT8_OPS)
         return flatbuffer
+    except Int4Error as e:
+        raise ExportError(str(e)) from e
     except Exception as e:  # the converter raises ConverterError with the unsupported ops in its text
         empty_range = re.search(r"Empty min/max for tensor (\S+)", str(e))
         if quantization == "16x8" and empty_range:
@@ -270,8 +279,8 @@ def export_litert(
       model: a keras-hub BERT-family classifier (its preprocessor is not exported: tokenize outside).
       path: output .tflite path.
       quantization: "float32", "float16" (weights in fp16), "dynamic" (dynamic-range int8 weights), "int8"
-        (full integer, calibrated), "int8-matmul" (int8 matmuls, float elsewhere, calibrated) or "16x8" (int16
-        activations, int8 weights, calibrated).
+        (full integer, calibrated), "int8-matmul" (int8 matmuls, float elsewhere, calibrated), "16x8" (int16
+        activations, int8 weights, calibrated), "int4" or "int4-block32" (dynamic-range int4 weights).
       sequence_length: fixed input length with batch 1, or None for dynamic (batch, length).
       calibration: for "int8"/"16x8"/"int8-matmul": a feature dict from `encode` or GLUE `Examples` (ignored
         otherwise).
@@ -301,9 +310,8 @@ def export_litert(
                          f"from tfbertopt.data.pipeline.encode or GLUE Examples (e.g. 100 training examples)")
 
     trained = quantization_config(model)
-    if trained is not None and quantization in TARGETS and \
-            trained.matmul_only != (quantization == "int8-matmul"):
-        wanted = "int8-matmul" if trained.matmul_only else "int8"
+    if trained is not None and quantization in TARGETS and trained.export_target != quantization:
+        wanted = trained.export_target
         raise ValueError(f"this quantization-aware model was trained for the {wanted!r} graph (fake-quant points "
                          f"{list(trained.points)}); export it with quantization='{wanted}', which keeps its trained "
                          f"ranges, or train it with QuantizationConfig.for_export('{quantization}')")

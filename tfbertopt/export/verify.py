@@ -108,11 +108,11 @@ def verify_litert(
 
     Args:
       quantized: use the label-agreement criterion (default: guessed from the file name containing "int8",
-        "dynamic" or "float16"; pass it explicitly when names differ).
+        "dynamic", "float16", "16x8" or "int4"; pass it explicitly when names differ).
       features / keras_logits: pre-computed tokens and Keras logits, to verify several files against one model.
     """
     if quantized is None:
-        quantized = any(tag in str(path) for tag in ("int8", "dynamic", "float16", "16x8"))
+        quantized = any(tag in str(path) for tag in ("int8", "dynamic", "float16", "16x8", "int4"))
     task = examples.task
     if features is None:
         features = encode(examples.texts, model.preprocessor)

@@ -99,13 +99,23 @@ class QuantizationConfig:
     def for_export(cls, quantization: str = "int8"):
         """The scheme that trains what `export_litert(model, path, quantization)` runs: "int8" (full integer: every
         point but the LayerNorm internals) or "int8-matmul" (int8 projections with per-channel output scales where
-        the channels spread, everything else float)."""
+        the channels spread, everything else float) or "int4" (4-bit per-channel kernels, float activations: the
+        dynamic-range int4 graph of `tfbertopt.export.int4`)."""
         if quantization == "int8":
             return cls()
         if quantization == "int8-matmul":
             return cls(points=MATMUL_POINTS, output_channel_spread=DEFAULT_MIN_SPREAD)
+        if quantization == "int4":
+            return cls(weight_bits=4, points=())
         raise ValueError(f"quantization-aware training targets quantization {' or '.join(map(repr, TARGETS))}, "
                          f"got {quantization!r}")
+
+    @property
+    def export_target(self) -> str:
+        """The `export_litert` quantization this scheme trains for (see `for_export`)."""
+        if self.weight_bits == 4 and not self.points:
+            return "int4"
+        return "int8-matmul" if self.matmul_only else "int8"
 
     @property
     def matmul_only(self) -> bool:

@@ -45,6 +45,8 @@ MODES = {mode.name: mode for mode in (
     QuantizationMode("16x8", ("ptq-16x8",), calibrated=True, integer_softmax=True, recipe=False),
     QuantizationMode("int8-matmul", ("ptq-int8", "mixed-precision", "equalized"), calibrated=True, qat_target=True),
     QuantizationMode("mixed", ("mixed-precision",), calibrated=True, litert=False),
+    QuantizationMode("int4", ("int4",), qat_target=True),
+    QuantizationMode("int4-block32", ("int4",)),
 )}
 
 

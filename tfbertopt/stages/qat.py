@@ -19,9 +19,9 @@ class QatStage(Stage):
 
     name = "qat"
     options: ClassVar[dict] = {
-        "target": ("int8", str, "the LiteRT graph trained for (and the export it takes): int8 (full integer) or "
+        "target": ("int8", str, "the LiteRT graph trained for (and the export it takes): int8 (full integer), "
                                 "int8-matmul (int8 matmuls with per-channel output scales where the channels "
-                                "spread, float elsewhere)"),
+                                "spread, float elsewhere) or int4 (4-bit per-channel kernels, float activations)"),
         "points": (None, list, "activations that carry an int8 fake-quant (see "
                                "tfbertopt.quantization.QuantizationConfig); default: the target's"),
         "symmetric_activations": (False, bool, "symmetric activation ranges (Q8BERT) instead of LiteRT's asymmetric"),
@@ -56,7 +56,8 @@ class QatStage(Stage):
         config = dataclasses.replace(config, points=tuple(options["points"] or config.points),
                                      ema_decay=options["ema_decay"],
                                      symmetric_activations=options["symmetric_activations"])
-        say(f"qat for the {options['target']} graph: int8 fake-quant at {', '.join(config.points)}; ranges from "
+        say(f"qat for the {options['target']} graph: {config.weight_bits}-bit kernels, {config.activation_bits}-bit "
+            f"fake-quant at {', '.join(config.points) or 'no activations'}; ranges from "
             f"{options['calibration_steps']} training examples")
         teacher = run.model
         run.model = quantize_model(run.model, config, calibration=train,

@@ -1,0 +1,118 @@
+"""SST-2 int4 weights: tfbertopt's "int4" and "int4-block32" exports beside the float32 teacher, tfbertopt's
+dynamic-range int8 (the converter's default), and ai-edge-quantizer's ready recipes on the converter's float32 file
+(`dynamic_wi8_afp32`, `dynamic_wi4_afp32`, `dynamic_wi4b32`: they leave the GATHER token table float), all verified
+on the full SST-2 dev set and then timed back to back (batch 1, sequence 128, 2 and 1 threads, round robin).
+
+    python benchmarks/sst2_int4.py --model runs/sst2-vocab-trim/teacher/model.keras
+
+`--qat-steps N` adds a quantization-aware int4 row: `QuantizationConfig.for_export("int4")` trained N steps on SST-2
+train from the same model, then exported as "int4" (its trained kernels stored exactly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tfbertopt.bench import harness  # noqa: E402
+from tfbertopt.bench.harness import command_line  # noqa: E402
+from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, time_round_robin  # noqa: E402
+from tfbertopt.data.glue import load_glue  # noqa: E402
+from tfbertopt.data.pipeline import encode  # noqa: E402
+from tfbertopt.export.litert import ExportResult, op_counts  # noqa: E402
+from tfbertopt.export.verify import verify_litert  # noqa: E402
+from tfbertopt.kernels import count_params  # noqa: E402
+from tfbertopt.saving import load_model  # noqa: E402
+from tfbertopt.train import predict_logits  # noqa: E402
+
+# ai-edge-quantizer's ready recipes, applied to the float32 file as a user would (`recipe.<name>()`).
+PEERS = {"aeq-dynamic-wi8": "dynamic_wi8_afp32", "aeq-dynamic-wi4": "dynamic_wi4_afp32",
+         "aeq-dynamic-wi4b32": "dynamic_wi4b32_afp32"}
+
+
+def log(message: str) -> None:
+    print(f"[sst2_int4 {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def peer_file(float_path: str, recipe_name: str, out_path: str) -> ExportResult:
+    from ai_edge_quantizer import quantizer, recipe
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        result = quantizer.Quantizer(float_path, getattr(recipe, recipe_name)()).quantize()
+    data = bytes(result.quantized_model)
+    with open(out_path, "wb") as f:
+        f.write(data)
+    return ExportResult(out_path, recipe_name, len(data), op_counts(data), 128, ())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="runs/sst2-vocab-trim/teacher/model.keras")
+    parser.add_argument("--data-dir", default="../shared/data/glue")
+    parser.add_argument("--work", default="runs/sst2-int4")
+    parser.add_argument("--out", default="benchmarks/results/sst2_int4.json")
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--passes", type=int, default=5)
+    parser.add_argument("--dev-examples", type=int, default=None)
+    parser.add_argument("--qat-steps", type=int, default=0)
+    args = parser.parse_args(argv)
+    started = time.time()
+    os.makedirs(args.work, exist_ok=True)
+    dev = load_glue("sst2", "dev", data_dir=args.data_dir)
+    if args.dev_examples:
+        dev = dev.take(args.dev_examples)
+    model = load_model(args.model, compile=False)
+    features = encode(dev.texts, model.preprocessor)
+    keras_logits = predict_logits(model, features)
+    rows = []
+    ours = [("baseline", ["baseline", "teacher", "finetune"], "float32"),
+            ("baseline-int8", ["ptq-dynamic", "converter-default"], "dynamic"),
+            ("int4", ["int4", "ptq-dynamic"], "int4"),
+            ("int4-block32", ["int4", "ptq-dynamic"], "int4-block32")]
+    for variant, tags, quantization in ours:
+        log(f"{variant}: export {quantization} and verify on {len(dev)} dev examples")
+        rows.append(harness.measure_variant(model, variant, tags, None if variant == "baseline" else "baseline", dev,
+                                            args.work, None, quantization=quantization, threads=(),
+                                            features=features))
+    float_path = os.path.join(args.work, "baseline_float32.tflite")
+    macs, params = harness.model_macs(model), count_params(model)
+    for variant, recipe_name in PEERS.items():
+        log(f"{variant}: ai-edge-quantizer recipe.{recipe_name}() on the float32 file, verify")
+        result = peer_file(float_path, recipe_name, os.path.join(args.work, f"{variant}_{recipe_name}.tflite"))
+        report = verify_litert(result.path, model, dev, quantized=True, features=features, keras_logits=keras_logits)
+        log(f"{variant}: {report.summary()}")
+        row = harness.litert_row(variant, ["ai-edge-quantizer", "int4" if "wi4" in recipe_name else "ptq-dynamic"],
+                                 "baseline", result, report, dev.task.name, macs, params, None, None, None)
+        row["dev_examples"] = len(dev)
+        row["notes"] = f"ai-edge-quantizer {recipe_name}: FULLY_CONNECTED weights only (GATHER table stays float)"
+        rows.append(row)
+    if args.qat_steps:
+        from tfbertopt.quantization import QuantizationConfig, quantize_model
+        from tfbertopt.train import finetune
+
+        log(f"qat-int4: quantization-aware int4 training, {args.qat_steps} steps")
+        train = load_glue("sst2", "train", data_dir=args.data_dir)
+        qat = quantize_model(load_model(args.model, compile=False), QuantizationConfig.for_export("int4"))
+        finetune(qat, train, epochs=1, max_steps=args.qat_steps, learning_rate=2e-5, verbose=2)
+        row = harness.measure_variant(qat, "qat-int4", ["int4", "qat"], "baseline", dev, args.work, None,
+                                      quantization="int4", threads=())
+        row["notes"] = f"QuantizationConfig.for_export('int4'), {args.qat_steps} steps at lr 2e-5 from the baseline"
+        rows.append(row)
+
+    peak = time_round_robin(rows, args.work, args.runs, args.passes, log=log)
+    extra = {"data": dev.source, "model": args.model, "timing": ROUND_ROBIN_NOTE.format(passes=args.passes),
+             "total_seconds": round(time.time() - started, 1)}
+    doc = harness.write_results(args.out, "sst2_int4", command_line(), rows, peak, extra=extra)
+    print(harness.markdown_table(doc["rows"]), flush=True)
+    log(f"wrote {args.out} in {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

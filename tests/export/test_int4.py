@@ -1,0 +1,138 @@
+"""int4 export: constant-table GATHERs rewritten exactly, every kernel and table stored as int4, quantization-aware
+int4 kernels stored exactly, and a missing quantizer named in one line."""
+
+import sys
+
+import numpy as np
+import pytest
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils
+
+from tfbertopt.data.demo import demo_examples
+from tfbertopt.data.pipeline import encode
+from tfbertopt.export.embedding_lookup import gathers_as_embedding_lookups
+from tfbertopt.export.litert import ExportError, export_litert, op_counts
+from tfbertopt.export.verify import run_litert
+from tfbertopt.kernels import find_kernels
+from tfbertopt.quantization import QuantizationConfig, quantize_model
+from tfbertopt.quantizers.fake_quant import channel_axes_of, fake_quant_weight
+from tfbertopt.train import predict_logits
+
+
+def int4_weights_of(path) -> dict:
+    """{op kind: [dequantized float weight of each int4 tensor it reads]}, unpacked from the file (two signed
+    nibbles per byte, low first; one scale per row of the weight's first axis, or per block)."""
+    model = flatbuffer_utils.read_model(str(path))
+    kinds = {i: flatbuffer_utils.opcode_to_name(model, i) for i in range(len(model.operatorCodes))}
+    out = {}
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            for index in op.inputs:
+                tensor = graph.tensors[index]
+                if index < 0 or tensor.type != schema.TensorType.INT4:
+                    continue
+                packed = np.asarray(model.buffers[tensor.buffer].data, np.uint8)
+                nibbles = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(-1)[:int(np.prod(tensor.shape))]
+                values = np.where(nibbles >= 8, nibbles.astype(np.int32) - 16, nibbles).reshape(tensor.shape)
+                scale = np.asarray(tensor.quantization.scale, np.float32)
+                if scale.size == tensor.shape[0]:
+                    weight = values * scale.reshape(-1, *[1] * (len(tensor.shape) - 1))
+                else:   # blockwise: the scales are a tensor of their own (not needed by these tests)
+                    weight = None
+                out.setdefault(kinds[op.opcodeIndex], []).append(weight)
+    return out
+
+
+def projections(model):
+    """[(path, kernel, its output-channel axes)] of the attention, FFN, pooler and head kernels (LiteRT's
+    FULLY_CONNECTED weights)."""
+    out = []
+    for ref in find_kernels(model):
+        kernel = np.asarray(ref.variable, np.float32)
+        if kernel.ndim >= 2 and "embedding" not in ref.path:
+            equation = getattr(ref.layer, "equation", None)
+            out.append((ref.path, kernel, channel_axes_of(equation) if equation else (kernel.ndim - 1,)))
+    return out
+
+
+def stored_as(stored, expected, atol) -> bool:
+    """Whether one of the `stored` weights is `expected` times a constant, to `atol` (times that constant): the
+    converter folds attention's 1/sqrt(head dim) query scaling into the query kernel, which keeps a grid a grid."""
+    for w in stored:
+        if w.shape == expected.shape:
+            c = float((w * expected).sum() / max(float((expected * expected).sum()), 1e-30))
+            if c > 0 and np.all(np.abs(w - c * expected) <= c * atol):
+                return True
+    return False
+
+
+def as_fully_connected(kernel, axes) -> np.ndarray:
+    """A Keras kernel as LiteRT's (output channels, inputs) weight matrix."""
+    outputs = int(np.prod([kernel.shape[a] for a in axes]))
+    return kernel.reshape(-1, outputs).T
+
+
+@pytest.fixture(scope="module")
+def float_file(shared_classifier, tmp_path_factory):
+    return export_litert(shared_classifier, tmp_path_factory.mktemp("int4") / "m.tflite", "float32",
+                         sequence_length=16)
+
+
+def test_gathers_become_embedding_lookups_bit_exactly(shared_classifier, float_file, demo_data):
+    _, dev = demo_data
+    flat = open(float_file.path, "rb").read()
+    rewritten, count = gathers_as_embedding_lookups(flat)
+    before, after = op_counts(flat), op_counts(rewritten)
+    assert count == before["GATHER"] == after["EMBEDDING_LOOKUP"] == 2     # the token and segment tables
+    assert "GATHER" not in after
+    path = float_file.path.replace(".tflite", "_lookups.tflite")
+    open(path, "wb").write(rewritten)
+    features = encode(dev.texts, shared_classifier.preprocessor)
+    np.testing.assert_array_equal(run_litert(path, features), run_litert(float_file.path, features))
+
+
+@pytest.mark.parametrize("quantization", ["int4", "int4-block32"])
+def test_every_kernel_and_table_is_int4(shared_classifier, tmp_path, quantization):
+    result = export_litert(shared_classifier, tmp_path / f"m_{quantization}.tflite", quantization,
+                           sequence_length=16)
+    int4 = int4_weights_of(result.path)
+    assert len(int4["FULLY_CONNECTED"]) == result.ops["FULLY_CONNECTED"]     # every projection, pooler and head
+    assert len(int4["EMBEDDING_LOOKUP"]) == 2                 # the token and segment tables
+    assert "GATHER" not in result.ops and not [op for op in result.ops if op.startswith("Flex")]
+    dynamic = export_litert(shared_classifier, tmp_path / "m_dynamic.tflite", "dynamic", sequence_length=16)
+    assert result.size_bytes < dynamic.size_bytes
+
+
+def test_post_training_int4_rounds_each_kernel_to_its_channel_grid(shared_classifier, tmp_path):
+    result = export_litert(shared_classifier, tmp_path / "m_int4.tflite", "int4", sequence_length=16)
+    stored = int4_weights_of(result.path)["FULLY_CONNECTED"]
+    for path, kernel, axes in projections(shared_classifier):
+        kernel = as_fully_connected(kernel, axes)
+        step = np.abs(kernel).max(axis=1, keepdims=True) / 7
+        assert stored_as(stored, kernel, 0.6 * step), path   # half a step, and the fitted constant's error
+
+
+def test_quantization_aware_int4_kernels_are_stored_exactly(tiny_classifier, tmp_path):
+    train = demo_examples("train", 32)
+    model = quantize_model(tiny_classifier, QuantizationConfig.for_export("int4"))
+    assert QuantizationConfig.for_export("int4").export_target == "int4"
+    result = export_litert(model, tmp_path / "qat_int4.tflite", "int4", sequence_length=16)
+    stored = int4_weights_of(result.path)["FULLY_CONNECTED"]
+    for path, kernel, axes in projections(model):
+        grid = as_fully_connected(np.asarray(fake_quant_weight(kernel, axes, num_bits=4), np.float32), axes)
+        assert stored_as(stored, grid, 1e-6), path
+    features = encode(train.texts, model.preprocessor)
+    diff = np.abs(run_litert(result.path, features) - predict_logits(model, features)).max()
+    assert diff < 0.05, diff     # only the on-the-fly activation quantization differs
+
+
+def test_int4_model_refuses_the_int8_graph(tiny_classifier, tmp_path):
+    model = quantize_model(tiny_classifier, QuantizationConfig.for_export("int4"))
+    with pytest.raises(ValueError, match="trained for the 'int4' graph"):
+        export_litert(model, tmp_path / "m.tflite", "int8", sequence_length=16, calibration=demo_examples("train", 8))
+
+
+def test_missing_quantizer_is_one_line(shared_classifier, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_quantizer", None)
+    with pytest.raises(ExportError, match=r"needs ai-edge-quantizer .*pip install 'tfbertopt\[int4\]'"):
+        export_litert(shared_classifier, tmp_path / "m.tflite", "int4", sequence_length=16)
