@@ -19,7 +19,8 @@ an existing results file the same way.
 
     python benchmarks/sst2_triple_compressed.py --data-dir ../shared/data/glue
 
-`--kind compound` (recipes/sst2_compound_10x.yaml) and `--kind embedding-factorization`
+`--kind compound` (recipes/sst2_compound_10x.yaml), `--kind compound-trimmed` (recipes/sst2_compound_trimmed.yaml)
+and `--kind embedding-factorization`
 (recipes/sst2_embedding_factorize.yaml) measure those recipes the same way, under their own row names and tags; the
 task is the recipe's.
 
@@ -59,6 +60,11 @@ KINDS = {"triple-compressed": {"float_variant": "layerdrop-drop-4-6", "final_var
                                "distill", "logits-kd"],
                       "final_tags": ["recipe", "compound", "layerdrop", "layers", "heads", "ffn", "shrink",
                                      "embedding-factorization", "distill", "logits-kd"]},
+         "compound-trimmed": {"float_variant": "compound-trimmed-float32", "final_variant": "compound-trimmed",
+                              "tags": ["recipe", "layerdrop", "layers", "heads", "ffn", "shrink",
+                                       "embedding-factorization", "distill", "logits-kd", "vocab-trim"],
+                              "final_tags": ["recipe", "compound", "layerdrop", "layers", "heads", "ffn", "shrink",
+                                             "embedding-factorization", "distill", "logits-kd", "vocab-trim"]},
          "embedding-factorization": {"float_variant": "embedding-factorized",
                                      "final_variant": "embedding-factorized-int8",
                                      "tags": ["embedding-factorization", "distill", "logits-kd"],
