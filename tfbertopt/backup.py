@@ -11,26 +11,24 @@ must therefore be on a file system every worker reads (NFS, GCS, a shared volume
 Keras 3 resumes at the start of the epoch after the last backup (it records the batch but does not skip to it), so
 `Backup` saves at the end of each epoch.
 
-Example:
+Example (a run stopped in its second epoch):
 
 >>> import os, tempfile
->>> import keras
+>>> import keras, numpy as np
 >>> from tfbertopt.backup import Backup
 >>> from tfbertopt.train import finished_epochs
->>> from tfbertopt.data.demo import demo_examples, demo_vocabulary
->>> from tfbertopt.models import tiny_bert_classifier
->>> from tfbertopt.train import finetune
 >>> folder = tempfile.mkdtemp()
->>> clf = tiny_bert_classifier(demo_vocabulary(), num_layers=1, hidden_dim=16, intermediate_dim=32)
+>>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+>>> model.compile("sgd", "mse")
 >>> def interrupt(epoch, logs):
 ...     if epoch == 1:
 ...         raise KeyboardInterrupt("stopped in epoch 2")
 >>> try:
-...     finetune(clf, demo_examples("train", 32), epochs=3, batch_size=16, checkpoint_dir=folder, verbose=0,
-...              callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=interrupt)])
+...     model.fit(np.ones((4, 2)), np.ones(4), epochs=3, verbose=0,
+...               callbacks=[Backup(folder), keras.callbacks.LambdaCallback(on_epoch_begin=interrupt)])
 ... except KeyboardInterrupt:
 ...     pass
->>> finished_epochs(os.path.join(folder, "backup")), sorted(os.listdir(os.path.join(folder, "backup")))
+>>> finished_epochs(folder), sorted(os.listdir(folder))
 (1, ['epoch1.weights.h5', 'training_metadata.json'])
 """
 
