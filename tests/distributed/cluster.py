@@ -51,16 +51,14 @@ class Cluster:
             self.procs.append(subprocess.Popen([sys.executable, str(SCRIPT), str(self.out), *args], env=env,
                                                stdout=stdout, stderr=stderr))
 
-    def wait(self, timeout: float, stop_when_one_dies: bool = False) -> dict:
-        """Waits for every worker; with `stop_when_one_dies`, kills the rest as soon as one exits with an error, as a
-        cluster manager restarting the job would. Everything still running at `timeout` is killed."""
+    def wait(self, timeout: float) -> dict:
+        """Waits for every worker. As soon as one exits with an error the rest are killed (they would wait for it in
+        a collective), as a cluster manager restarting the job would; everything still running at `timeout` too."""
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 codes = [p.poll() for p in self.procs]
-                if all(c is not None for c in codes):
-                    break
-                if any(c not in (None, 0) for c in codes) and (stop_when_one_dies or time.monotonic() > deadline):
+                if all(c is not None for c in codes) or any(c not in (None, 0) for c in codes):
                     break
                 time.sleep(0.2)
         finally:

@@ -8,7 +8,8 @@ batches: 48 examples in batches of 12, so 2 or 3 workers each train on equal sli
 
     TF_CONFIG=... python tests/distributed/multiworker_checks.py OUT check [check ...]
 
-`KILL_AT=stage:epoch:batch` in a worker's environment makes that worker SIGKILL itself there (the fault test).
+`KILL_AT=call:epoch:batch` (0-based; call counts the recipe's finetune calls) in a worker's environment makes that
+worker SIGKILL itself there (the fault test).
 """
 
 import os

@@ -28,7 +28,7 @@ N = 48
 
 def _launch(n, out, args, **kwargs):
     cluster = Cluster(n, out, args, **kwargs)   # killed, every process, when it ends
-    outputs = cluster.wait(timeout=600, stop_when_one_dies=kwargs.get("name") == "killed")
+    outputs = cluster.wait(timeout=600)
     return outputs, results(outputs)
 
 
