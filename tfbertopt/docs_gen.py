@@ -11,7 +11,7 @@ from the sources; `--check` only says which blocks are stale (exit status 1), as
 
 - `headline-table` (README.md): chosen rows (`HEADLINE`) of the committed results files in `benchmarks/results/`,
   each against the baseline row of its own file. A missing file or variant is an error naming both.
-- `recipe-reference` (docs/recipes.md): the recipe's top-level and `data` keys (`tfbertopt.recipe.TOP_LEVEL`, `DATA`)
+- `recipe-reference` (docs/recipes.md): the recipe's top-level, `data` and `distribute` keys (`tfbertopt.recipe.TOP_LEVEL`, `DATA`, `DISTRIBUTE`)
   and every option of every stage in the registry `tfbertopt.stages.STAGES` (each stage object's `options` and
   `allowed`): default, type or allowed values, description.
 - `recipe-list` (docs/recipes.md): every recipe in `recipes/`, its model and stages, and a one-line summary from
@@ -219,6 +219,8 @@ def recipe_reference() -> str:
     out += _option_table(recipe.TOP_LEVEL)
     out += ["", "### `data`", ""]
     out += _option_table(recipe.DATA)
+    out += ["", "### `distribute`", ""]
+    out += _option_table(recipe.DISTRIBUTE)
     for name, stage in STAGES.items():
         out += ["", f"### Stage `{name}`", ""]
         out += _option_table(stage.options, stage.allowed)

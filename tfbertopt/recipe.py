@@ -50,6 +50,7 @@ import os
 import yaml
 
 from tfbertopt.data.tasks import get_task
+from tfbertopt.distribute import STRATEGIES
 from tfbertopt.stages import STAGES
 from tfbertopt.stages.base import RecipeError, fill
 
@@ -63,6 +64,7 @@ TOP_LEVEL = {
     "sequence_length": (128, int, "preprocessor sequence length"),
     "seed": (0, int, "random seed"),
     "output_dir": (None, str, "where stage outputs go (default runs/<name>)"),
+    "distribute": ({}, dict, "training on several devices or workers (see `distribute` below)"),
     "stages": (None, list, "ordered stages"),
 }
 DATA = {
@@ -72,6 +74,12 @@ DATA = {
     "max_dev_examples": (None, int, "use the first N dev examples"),
     "on_bad_rows": ("raise", ("raise", "skip"), "bad data rows: fail, or skip and report them"),
     "demo_train_examples": (1024, int, "size of the synthetic demo training set"),
+}
+DISTRIBUTE = {
+    "strategy": ("none", STRATEGIES, "none: one device; mirrored: every local device (MirroredStrategy); "
+                                     "multi_worker: the workers TF_CONFIG lists, each running this recipe "
+                                     "(MultiWorkerMirroredStrategy; only the chief writes outputs; see "
+                                     "docs/distributed.md)"),
 }
 REQUIRED = ("name", "model", "task", "stages")
 TRAINING_STAGES = tuple(name for name, stage in STAGES.items() if stage.trains)
@@ -105,6 +113,7 @@ def parse_recipe(raw) -> dict:
     except ValueError as e:
         raise RecipeError(f"task: {e}") from None
     recipe["data"] = fill("data", recipe["data"], DATA)
+    recipe["distribute"] = fill("distribute", recipe["distribute"], DISTRIBUTE)
     recipe["stages"] = [_parse_stage(i, s) for i, s in enumerate(recipe["stages"])]
     names = [next(iter(s)) for s in recipe["stages"]]
     if "benchmark" in names and "export" not in names[: names.index("benchmark")]:

@@ -1,6 +1,10 @@
 """Runs a validated recipe stage by stage, handing each stage's model to the next; each stage is run by its object
 in the registry `tfbertopt.stages.STAGES`.
 
+With `distribute: {strategy: multi_worker}` every worker runs the recipe under one MultiWorkerMirroredStrategy
+(`tfbertopt.distribute`); only the chief writes the run folder (the others write into scratch folders), and every
+file is replaced atomically, so a worker killed at any moment leaves the outputs of the finished stages whole.
+
 Every finished stage is recorded in `<output_dir>/state.json` with its outputs (models are saved as `.keras`), so
 running the same recipe again resumes after the last finished stage; fine-tuning itself resumes at its epoch
 through `BackupAndRestore`. Outputs: per-stage folders, the .tflite files, `report.json` and `report.md`.
@@ -13,6 +17,7 @@ Example (the offline demo: a tiny BERT on synthetic data, about a minute):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +27,7 @@ from tfbertopt import models, saving
 from tfbertopt.data.demo import demo_examples, demo_vocabulary
 from tfbertopt.data.glue import load_glue
 from tfbertopt.data.tasks import get_task
+from tfbertopt.distribute import local_path, make_strategy, replace_atomically
 from tfbertopt.export.litert import ExportError
 from tfbertopt.kernels import UnsupportedModelError, count_params
 from tfbertopt.stages import STAGES
@@ -81,12 +87,15 @@ def build_model(recipe: dict):
 
 
 class Run:
-    """State of one recipe run: its folder, finished stages, and the current model."""
+    """State of one recipe run: its folder, finished stages, and the current model. `dir` is the run folder every
+    worker reads; `write_dir` is where this process writes it (the same folder, but a scratch copy on multi-worker
+    training's non-chief workers)."""
 
     def __init__(self, recipe: dict, output_dir: str | None = None):
         self.recipe = recipe
         self.dir = output_dir or recipe["output_dir"] or os.path.join("runs", recipe["name"])
-        os.makedirs(self.dir, exist_ok=True)
+        self.write_dir = local_path(self.dir)
+        os.makedirs(self.write_dir, exist_ok=True)
         self.state_path = os.path.join(self.dir, "state.json")
         self.state = {"finished": {}}
         if os.path.exists(self.state_path):
@@ -96,18 +105,29 @@ class Run:
         self.exports = []
 
     def stage_dir(self, i: int, name: str) -> str:
-        path = os.path.join(self.dir, f"{i:02d}_{name}")
+        path = os.path.join(self.write_dir, f"{i:02d}_{name}")
         os.makedirs(path, exist_ok=True)
         return path
 
     def finish(self, key: str, outputs: dict) -> None:
         self.state["finished"][key] = outputs
-        with open(self.state_path, "w") as f:
-            json.dump(self.state, f, indent=2)
+
+        def write(tmp):
+            with open(tmp, "w") as f:
+                json.dump(self.state, f, indent=2)
+
+        replace_atomically(write, os.path.join(self.write_dir, "state.json"))
 
 
 def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:
-    """Runs every stage of a validated recipe (see `tfbertopt.recipe.load_recipe`), resuming finished ones."""
+    """Runs every stage of a validated recipe (see `tfbertopt.recipe.load_recipe`), resuming finished ones, under the
+    strategy of its `distribute` option."""
+    strategy = make_strategy(recipe.get("distribute", {}).get("strategy", "none"))  # before any other TF op
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        return _run_stages(recipe, output_dir)
+
+
+def _run_stages(recipe: dict, output_dir: str | None) -> Run:
     run = Run(recipe, output_dir)
     say(f"recipe '{recipe['name']}' -> {run.dir}")
     train, dev = load_data(recipe)

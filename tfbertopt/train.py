@@ -22,7 +22,9 @@ import time
 import keras
 
 from tfbertopt import metrics as metrics_lib
+from tfbertopt.backup import METADATA, Backup, EpochWeights
 from tfbertopt.data.pipeline import encode, make_dataset, steps_per_epoch, without_preprocessor
+from tfbertopt.distribute import chief_path, distribute_batches, multi_worker_fit
 from tfbertopt.distillation import Distiller
 # Scoring lives in tfbertopt.evaluation; these names stay importable from here, where fine-tuning code looks.
 from tfbertopt.evaluation import evaluate, loss_for, predict_logits, predictions_from_logits  # noqa: F401
@@ -62,7 +64,7 @@ def finished_epochs(backup_dir) -> int:
     """Epochs a `keras.callbacks.BackupAndRestore` backup in `backup_dir` has finished (0 when there is none)."""
     import json
 
-    path = os.path.join(str(backup_dir), "training_metadata.json")
+    path = os.path.join(chief_path(backup_dir), METADATA)
     if not os.path.exists(path):
         return 0
     with open(path) as f:
@@ -148,8 +150,10 @@ def finetune(
     """Fine-tunes a keras-hub classifier on GLUE `Examples` with AdamW and BERT's warm-up/linear-decay schedule.
 
     Tokenizes once with the model's own preprocessor; batches are length-grouped and padded per batch.
-    With `checkpoint_dir`, weights are written after each epoch and `BackupAndRestore` resumes a stopped run at
-    the epoch where it stopped. `length_grouping` sorts examples by length inside windows of that many batches
+    With `checkpoint_dir`, weights are written after each epoch and `tfbertopt.backup.Backup` (Keras'
+    BackupAndRestore, atomic and chief-only) resumes a stopped run at the epoch where it stopped. Inside a
+    MultiWorkerMirroredStrategy scope each worker trains on its slice of every global batch of `batch_size`
+    (`tfbertopt.distribute.distribute_batches`; its shard of `batch_size` examples must split evenly). `length_grouping` sorts examples by length inside windows of that many batches
     (1 = plain random batches): larger windows pad less but make batches more alike. Returns the Keras `History` (dev metrics logged as `dev_<name>`).
 
     With `teacher` (a classifier or a list), the model is trained as the student of a
@@ -180,26 +184,25 @@ def finetune(
     else:
         fit_model = model
     fit_model.compile(optimizer=optimizer, loss=loss_for(task), metrics=metrics)
+    done = finished_epochs(os.path.join(str(checkpoint_dir), "backup")) if checkpoint_dir is not None else 0
+    if done:
+        logger.info("resuming after %d finished epochs in %s", done, checkpoint_dir)
+
+    # After `done` epochs BackupAndRestore resumes at epoch `done`: the stream starts where that epoch began, so a
+    # resumed run sees exactly the batches of an uninterrupted one.
     train_ds = make_dataset(train_features, train.labels, batch_size, shuffle=True, seed=seed,
-                            repeat_epochs=epochs + 1, sort_window=length_grouping)
+                            repeat_epochs=epochs + 1, sort_window=length_grouping).skip(done * steps)
+    train_ds = distribute_batches(train_ds, len(train), batch_size)
     cbs = list(callbacks or [])
     if verbose == 2:
         cbs.append(StepProgress(steps, epochs, every=max(1, min(200, steps // 10))))
     if dev is not None:
         cbs.append(DevMetrics(dev, encode(dev.texts, model.preprocessor), verbose=int(verbose != 0), model=model))
     if checkpoint_dir is not None:
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        backup = os.path.join(str(checkpoint_dir), "backup")
-        done = finished_epochs(backup)
-        if done:
-            # BackupAndRestore resumes at epoch `done`; start the batch stream where that epoch began, so a resumed
-            # run sees exactly the batches an uninterrupted one would.
-            logger.info("resuming after %d finished epochs from %s", done, backup)
-            train_ds = train_ds.skip(done * steps)
-        cbs.append(keras.callbacks.BackupAndRestore(backup))
-        cbs.append(keras.callbacks.ModelCheckpoint(
-            os.path.join(str(checkpoint_dir), "epoch_{epoch:02d}.weights.h5"), save_weights_only=True))
-    with without_preprocessor(model):
+        # Under multi-worker training only the chief writes checkpoint_dir; every worker restores from it.
+        cbs.append(Backup(os.path.join(str(checkpoint_dir), "backup")))
+        cbs.append(EpochWeights(checkpoint_dir))
+    with without_preprocessor(model), multi_worker_fit(fit_model):
         build_training_state(fit_model, train_ds)
         history = fit_model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=cbs, verbose=verbose,
                             shuffle=False)  # batches are already shuffled by make_dataset

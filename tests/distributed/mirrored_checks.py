@@ -143,6 +143,26 @@ def qat():
     return {"mirrored": run(MIRRORED), "single": run(tf.distribute.get_strategy())}
 
 
+@check
+def token_mean():
+    """The hidden-state MSE of a batch whose two halves hold different numbers of real tokens: one process, and the
+    two replicas' losses as Keras sums them (each divided by the replica count)."""
+    from tfbertopt.distillation.losses import hidden_mse
+
+    rng = np.random.default_rng(0)
+    s, t = rng.normal(size=(4, 6, 3)).astype("float32"), rng.normal(size=(4, 6, 3)).astype("float32")
+    mask = np.array([[1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]], "float32")
+
+    def halves(context):
+        i = 2 * context.replica_id_in_sync_group
+        return tf.constant(s[i:i + 2]), tf.constant(t[i:i + 2]), tf.constant(mask[i:i + 2])
+
+    values = MIRRORED.experimental_distribute_values_from_function(halves)
+    per_replica = MIRRORED.run(lambda a, b, m: hidden_mse(a, b, m) / 2.0, args=values)
+    return {"single": float(hidden_mse(s, t, mask)),
+            "mirrored": float(MIRRORED.reduce("SUM", per_replica, axis=None))}
+
+
 def main(names):
     for name in names or list(CHECKS):
         try:

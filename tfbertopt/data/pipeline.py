@@ -94,6 +94,8 @@ def make_dataset(
     """A tf.data pipeline of (features, labels) batches, trimmed to each batch's longest example.
 
     With `shuffle`, each pass over the data draws a fresh order (seeded by `seed` and the pass number).
+    `pad_to_batch=False` pads every batch to the full sequence length, which the dataset's spec then states (static
+    shapes, for TPUs and XLA).
     """
     import tensorflow as tf
 
@@ -108,9 +110,33 @@ def make_dataset(
                 x = {k: features[k][idx, :width] for k in names}
                 yield (x, labels[idx]) if labels is not None else x
 
-    x_spec = {k: tf.TensorSpec((None, None), tf.int32) for k in names}
+    width = None if pad_to_batch else features["token_ids"].shape[1]
+    x_spec = {k: tf.TensorSpec((None, width), tf.int32) for k in names}
     spec = (x_spec, tf.TensorSpec((None,), label_dtype)) if labels is not None else x_spec
     return tf.data.Dataset.from_generator(generate, output_signature=spec).prefetch(2)
+
+
+class ShardingError(ValueError):
+    """A dataset whose batches cannot be split evenly over the workers; the message says which numbers to change."""
+
+
+def check_shardable(n: int, batch_size: int, count: int) -> None:
+    """ShardingError unless every batch of `n` examples in batches of `batch_size` splits into `count` equal slices
+    (multi-worker training: uneven slices would weigh examples unequally in the averaged gradient).
+
+    >>> check_shardable(100, 20, 2)
+    >>> check_shardable(100, 16, 3)
+    Traceback (most recent call last):
+    ...
+    tfbertopt.data.pipeline.ShardingError: cannot shard 100 examples in batches of 16 over 3 workers: 16 is not a multiple of 3; use a batch_size that is
+    """
+    if batch_size % count:
+        raise ShardingError(f"cannot shard {n} examples in batches of {batch_size} over {count} workers: {batch_size} "
+                            f"is not a multiple of {count}; use a batch_size that is")
+    if n % batch_size % count:
+        raise ShardingError(f"cannot shard {n} examples in batches of {batch_size} over {count} workers: the last "
+                            f"batch has {n % batch_size} examples, not a multiple of {count}; use a number of "
+                            f"examples (data.max_train_examples) that leaves one")
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from keras import ops
 
+from tfbertopt.distribute import replicas_sum
+
 _EPSILON = 1e-12
 
 
@@ -44,9 +46,13 @@ def _float(x):
 
 
 def _masked_token_mean(per_token, mask):
-    """Mean of a [batch, seq] tensor over the positions where `mask` is 1 (0 when there are none)."""
+    """Mean of a [batch, seq] tensor over the positions where `mask` is 1 (0 when there are none). Under a
+    tf.distribute strategy: over the real tokens of the whole global batch, times the replica count (Keras divides
+    each replica's loss by it), so that replicas whose slices hold different numbers of tokens train as one process
+    on the global batch does."""
     mask = ops.cast(ops.convert_to_tensor(mask), per_token.dtype)
-    return ops.sum(per_token * mask) / ops.maximum(ops.sum(mask), 1.0)
+    tokens, replicas = replicas_sum(ops.sum(mask))
+    return ops.sum(per_token * mask) * replicas / ops.maximum(tokens, 1.0)
 
 
 def kl_with_temperature(student_logits, teacher_logits, temperature: float = 1.0):

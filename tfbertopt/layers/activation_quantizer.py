@@ -1,6 +1,6 @@
 """An int8 fake-quant of one activation tensor whose range is learned from the data it sees.
 
-In training, each batch's min/max updates an exponential moving average of the range (the first batch sets it), and
+In training, each batch's min/max (of the global batch, gathered from every replica under tf.distribute) updates an exponential moving average of the range (the first batch sets it), and
 the tensor is fake-quantized over the updated range with straight-through gradients; at inference the stored range
 is used. `fixed_range=(lo, hi)` pins the range instead (LiteRT's int8 softmax output is always [0, 255/256] with
 step 1/256). While `observing` is set (see `tfbertopt.quantization.calibrate_ranges`) the layer records the running
@@ -30,6 +30,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfbertopt.distribute import global_extremes
 from tfbertopt.quantizers.fake_quant import fake_quant_activation
 
 
@@ -71,7 +72,8 @@ class ActivationQuantizer(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         if training or self.observing:
             finite = ops.where(ops.isfinite(x), x, ops.zeros_like(x))   # an inf (e.g. rsqrt(0)) must not set the range
-            lo, hi = ops.stop_gradient(ops.min(finite)), ops.stop_gradient(ops.max(finite))
+            # The whole global batch's extremes: under a strategy each replica sees a slice of it.
+            lo, hi = global_extremes(ops.stop_gradient(ops.min(finite)), ops.stop_gradient(ops.max(finite)))
             if self.symmetric:
                 hi = ops.maximum(ops.abs(lo), ops.abs(hi))
                 lo = -hi

@@ -24,6 +24,7 @@ import os
 import time
 from typing import ClassVar
 
+from tfbertopt.distribute import replace_atomically
 from tfbertopt.kernels import count_params
 
 
@@ -147,9 +148,10 @@ class Stage:
         return []
 
     def save_model(self, run, stage_dir: str, outputs: dict) -> dict:
-        """`outputs` with the path of `run.model`, saved in `stage_dir`, and its parameter count."""
+        """`outputs` with the path of `run.model`, saved in `stage_dir` (atomically: a killed run leaves no half
+        file), and its parameter count."""
         path = os.path.join(stage_dir, "model.keras")
-        run.model.save(path)
+        replace_atomically(run.model.save, path)
         outputs["model"] = path
         outputs["params"] = count_params(run.model)
         return outputs

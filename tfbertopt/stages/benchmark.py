@@ -60,18 +60,18 @@ class BenchmarkStage(Stage):
         command = harness.command_line()
         stages = stage_rows(run.state)
         extra = {"recipe": run.recipe.get("_path"), "data": dev.source, "stages": stages}
-        doc = harness.write_results(os.path.join(run.dir, "report.json"), run.recipe["name"], command, rows, peak,
+        doc = harness.write_results(os.path.join(run.write_dir, "report.json"), run.recipe["name"], command, rows, peak,
                                     extra=extra)
-        with open(os.path.join(run.dir, "report.md"), "a") as f:
+        with open(os.path.join(run.write_dir, "report.md"), "a") as f:
             f.write("\n## Stages\n\n" + stage_table(stages) + "\n")
         if options["results"]:
             harness.write_results(options["results"], run.recipe["name"], command, rows, peak, extra=extra)
         print(harness.markdown_table(doc["rows"]), flush=True)
-        outputs = {"report": os.path.join(run.dir, "report.json"), "rows": rows}
+        outputs = {"report": os.path.join(run.write_dir, "report.json"), "rows": rows}
 
         try:   # the plots are extras: report.json/.md above are the essential outputs
             points, _ = pareto.points_from_results(doc, run.recipe["name"])
-            outputs["plots"] = [str(p) for p in pareto.plot_pareto(points, run.dir, task=task.name)]
+            outputs["plots"] = [str(p) for p in pareto.plot_pareto(points, run.write_dir, task=task.name)]
             say(f"benchmark: plots {', '.join(outputs['plots'])}")
         except ImportError as e:
             say(f"benchmark: no accuracy-vs-size/latency plots: {e}")
