@@ -1,8 +1,8 @@
 """An int8 fake-quant of one activation tensor whose range is learned from the data it sees.
 
-In training, each batch's min/max (of the global batch, gathered from every replica under tf.distribute) updates an exponential moving average of the range (the first batch sets it), and
-the tensor is fake-quantized over the updated range with straight-through gradients; at inference the stored range
-is used. `fixed_range=(lo, hi)` pins the range instead (LiteRT's int8 softmax output is always [0, 255/256] with
+In training, each batch's min/max (of the global batch, gathered from every replica under tf.distribute) updates
+an exponential moving average of the range (the first batch sets it), and the tensor is fake-quantized over the
+updated range with straight-through gradients; at inference the stored range is used. `fixed_range=(lo, hi)` pins the range instead (LiteRT's int8 softmax output is always [0, 255/256] with
 step 1/256). While `observing` is set (see `tfbertopt.quantization.calibrate_ranges`) the layer records the running
 min/max of what it sees even at inference, as LiteRT's post-training calibration does, to start training from.
 
