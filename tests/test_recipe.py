@@ -30,7 +30,7 @@ def test_defaults_filled():
     (_raw(stages=[{"export": {}}, {"prune": {}}]), "'prune' comes after 'export'"),
     (_raw(stages=[{"finetune": {"epochs": "two"}}]), "stages[0].finetune.epochs: expected int, got str"),
     (_raw(stages=[{"finetune": {"epochs": 0}}]), "stages[0].finetune.epochs: must be >= 1"),
-    (_raw(stages=[{"export": {"quantization": ["int4"]}}]), "stages[0].export.quantization: unknown 'int4'"),
+    (_raw(stages=[{"export": {"quantization": ["int2"]}}]), "stages[0].export.quantization: unknown 'int2'"),
     (_raw(stages=[{"finetune": {}, "export": {}}]), "stages[0]: a stage is a mapping with one key"),
     (_raw(stages=["benchmark"]), "an 'export' stage must come before it"),
     (_raw(task="sst3"), "task: Unknown GLUE task 'sst3'"),
@@ -113,8 +113,12 @@ def test_int8_matmul_after_a_qat_stage_is_refused_when_the_recipe_loads(tmp_path
     with pytest.raises(RecipeError, match=r"'int8' does not run what .* \(target 'int8-matmul'\)"):
         load_recipe(path)
     path.write_text(yaml.safe_dump({"name": "r", "model": "demo", "task": "sst2", "stages": [
-        {"qat": {"target": "int4"}}]}))
-    with pytest.raises(RecipeError, match=r"stages\[0\].qat.target: unknown 'int4'"):
+        {"qat": {"target": "int4"}}, {"export": {"quantization": ["int4", "int8"]}}]}))
+    with pytest.raises(RecipeError, match=r"'int8' does not run what .* \(target 'int4'\)"):
+        load_recipe(path)
+    path.write_text(yaml.safe_dump({"name": "r", "model": "demo", "task": "sst2", "stages": [
+        {"qat": {"target": "int2"}}]}))
+    with pytest.raises(RecipeError, match=r"stages\[0\].qat.target: unknown 'int2'"):
         load_recipe(path)
     path.write_text(yaml.safe_dump({"name": "r", "model": "demo", "task": "sst2", "stages": [
         {"qat": {"target": "int8-matmul"}}, {"export": {"quantization": ["int8-matmul"]}}]}))

@@ -146,6 +146,22 @@ def test_qat_stage_then_int8_export(tmp_path, finetuned):
     assert row["float_ops"] >= 0
 
 
+def test_qat_stage_for_int4_then_its_export(tmp_path, finetuned):
+    from tfbertopt.quantization import activation_ranges, quantization_config
+    from tfbertopt.saving import load_model
+
+    recipe = dict(RECIPE, model=finetuned, stages=[
+        {"qat": {"target": "int4", "max_steps": 2, "calibration_steps": 8}},
+        {"export": {"quantization": ["int4"], "verify_examples": 32, "force": True}}])
+    out = tmp_path / "out"
+    run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
+    model = load_model(str(out / "00_qat" / "model.keras"))
+    assert quantization_config(model).export_target == "int4" and not activation_ranges(model)
+    report = json.loads((out / "01_export" / "model_int4.tflite.json").read_text())
+    assert report["quantization"] == "int4" and report["verification"]["n"] == 32
+    assert report["ops"]["EMBEDDING_LOOKUP"] == 2 and "GATHER" not in report["ops"]
+
+
 def test_int8_matmul_export_stage_is_verified_and_tagged(tmp_path, finetuned):
     recipe = dict(RECIPE, model=finetuned, stages=[
         {"export": {"quantization": ["int8-matmul"], "verify_examples": 32, "min_agreement": 0.9,

@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from tfbertopt.bench.profile import ProfileError
+    from tfbertopt.data.glue import DataError, GlueDownloadError
     from tfbertopt.distribute import ClusterError
     from tfbertopt.kernels import UnsupportedModelError
     from tfbertopt.models import ModelSourceError
@@ -84,7 +85,8 @@ def main(argv=None) -> int:
             from tfbertopt import docs_gen
 
             return docs_gen.main(["--check"] if args.check else [])
-    except (RecipeError, ClusterError, ModelSourceError, FileNotFoundError, ProfileError, StageError, UnsupportedModelError) as e:
+    except (RecipeError, ClusterError, ModelSourceError, FileNotFoundError, ProfileError, StageError,
+            UnsupportedModelError, DataError, GlueDownloadError) as e:
         print(f"tfbertopt: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -51,6 +51,7 @@ import yaml
 
 from tfbertopt.data.tasks import get_task
 from tfbertopt.distribute import STRATEGIES
+from tfbertopt.quantizers.config import TARGETS
 from tfbertopt.stages import STAGES
 from tfbertopt.stages.base import RecipeError, fill
 
@@ -121,11 +122,11 @@ def parse_recipe(raw) -> dict:
     for i, (name, stage) in enumerate(zip(names, recipe["stages"])):
         if name == "export" and "qat" in names[:i]:
             target = recipe["stages"][max(j for j in range(i) if names[j] == "qat")]["qat"]["target"]
-            other = {"int8": "int8-matmul", "int8-matmul": "int8"}[target]
-            if other in stage[name]["quantization"]:
+            other = next((q for q in stage[name]["quantization"] if q in TARGETS and q != target), None)
+            if other is not None:
                 raise RecipeError(f"stages[{i}].export.quantization: '{other}' does not run what the qat stage "
                                   f"before it trained (target '{target}'); export it as '{target}' (its trained "
-                                  f"ranges), or set that stage's target: {other}")
+                                  f"ranges or kernels), or set that stage's target: {other}")
         teacher = stage[name].get("teacher", "") if name == "distill" else ""
         if teacher.startswith("stage:"):
             n = int(teacher[len("stage:"):])

@@ -181,7 +181,7 @@ def quantize_model(model, config: QuantizationConfig | dict | None = None, calib
     quantized = rebuild(source, quantization=config.get_config())
     if preserve_sparsity_masks:
         preserve_sparsity(quantized)
-    if calibration is not None:
+    if calibration is not None and config.points:     # weight-only schemes (int4) have no ranges to start
         calibration = _calibration_features(source, calibration, calibration_steps)   # tokenized once, for both
         if config.output_channel_spread is not None:
             set_output_channel_scales(quantized, source, calibration, config.output_channel_spread, calibration_steps)
