@@ -107,7 +107,8 @@ class Stage:
     - `options`: its schema, option -> (default, type or tuple of allowed values, description); the recipe reference
       in docs/recipes.md is generated from it (`tfbertopt.docs_gen`).
     - `allowed`: option -> the reference's "type / allowed values" text, where the type alone says too little.
-    - `fractions`: options that must lie in [0, 1); `counts`: options that must be >= 1 when set.
+    - `fractions`: options that must lie in [0, 1); `counts`: options that must be >= 1 when set; `non_negative`:
+      options that must be >= 0 (e.g. recovery epochs, where 0 means none).
     - `trains`: the stage makes (usually trains) and saves a model; it must come before `export`, and a `distill`
       teacher may name it (`stage:N`).
     """
@@ -117,6 +118,7 @@ class Stage:
     allowed: ClassVar[dict] = {}
     fractions: ClassVar[tuple] = ()
     counts: ClassVar[tuple] = ()
+    non_negative: ClassVar[tuple] = ()
     trains: ClassVar[bool] = False
 
     def parse(self, path: str, given) -> dict:
@@ -130,6 +132,9 @@ class Stage:
         for key in self.counts:
             if options[key] is not None and options[key] < 1:
                 raise RecipeError(f"{path}.{key}: must be >= 1, got {options[key]}")
+        for key in self.non_negative:
+            if options[key] < 0:
+                raise RecipeError(f"{path}.{key}: must be >= 0, got {options[key]}")
         return options
 
     def check(self, path: str, options: dict) -> None:

@@ -35,6 +35,7 @@ class FactorizeStage(Stage):
         "max_steps": (None, int, "cap on recovery steps per epoch"),
     }
     counts = ("batch_size", "max_steps")
+    non_negative = ("recovery_epochs",)
     trains = True
 
     def check(self, path: str, options: dict) -> None:
@@ -49,8 +50,6 @@ class FactorizeStage(Stage):
         for key in ("rank", "embedding_dim"):
             if options[key] is not None and options[key] < 1:
                 raise RecipeError(f"{path}.{key}: must be >= 1, got {options[key]}")
-        if options["recovery_epochs"] < 0:
-            raise RecipeError(f"{path}.recovery_epochs: must be >= 0, got {options['recovery_epochs']}")
         if not options["share_parts"] or any(p not in ("attention", "ffn") for p in options["share_parts"]):
             raise RecipeError(f"{path}.share_parts: a non-empty subset of [attention, ffn], got "
                               f"{options['share_parts']}")

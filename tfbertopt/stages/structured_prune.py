@@ -27,6 +27,7 @@ class StructuredPruneStage(Stage):
     }
     fractions = ("head_fraction", "neuron_fraction")
     counts = ("batch_size", "max_steps", "importance_batches")
+    non_negative = ("recovery_epochs",)
     trains = True
 
     def tags(self, options: dict) -> list[str]:
