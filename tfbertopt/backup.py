@@ -16,7 +16,7 @@ Example (a run stopped in its second epoch):
 >>> import os, tempfile
 >>> import keras, numpy as np
 >>> from tfbertopt.backup import Backup
->>> from tfbertopt.train import finished_epochs
+>>> from tfbertopt.backup import finished_epochs
 >>> folder = tempfile.mkdtemp()
 >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
 >>> model.compile("sgd", "mse")
@@ -40,9 +40,24 @@ import shutil
 
 import keras
 
-from tfbertopt.distribute import chief_path, local_path, replace_atomically
+from tfbertopt.distribute import chief_path, local_path, replace_atomically, write_json_atomically
 
 METADATA = "training_metadata.json"
+
+
+def read_metadata(backup_dir) -> dict | None:
+    """The metadata of the last backup in `backup_dir` (the chief's folder), or None when there is none."""
+    path = os.path.join(chief_path(backup_dir), METADATA)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def finished_epochs(backup_dir) -> int:
+    """Epochs a backup in `backup_dir` has finished (0 when there is none)."""
+    metadata = read_metadata(backup_dir)
+    return int(metadata.get("epoch", 0)) if metadata else 0
 
 
 class Backup(keras.callbacks.BackupAndRestore):
@@ -57,11 +72,9 @@ class Backup(keras.callbacks.BackupAndRestore):
         self._load_model()
 
     def _load_model(self):
-        path = os.path.join(self.backup_dir, METADATA)
-        if not os.path.exists(path):
+        metadata = read_metadata(self.backup_dir)
+        if metadata is None:
             return
-        with open(path) as f:
-            metadata = json.load(f)
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(os.path.join(self.backup_dir, metadata["weights"]))
@@ -71,12 +84,8 @@ class Backup(keras.callbacks.BackupAndRestore):
         os.makedirs(self.write_dir, exist_ok=True)
         name = f"epoch{self._current_epoch}.weights.h5"
         self.model.save_weights(os.path.join(self.write_dir, name), overwrite=True)
-
-        def write(tmp):
-            with open(tmp, "w") as f:
-                json.dump({"epoch": self._current_epoch, "weights": name}, f)
-
-        replace_atomically(write, os.path.join(self.write_dir, METADATA))   # the commit point
+        write_json_atomically({"epoch": self._current_epoch, "weights": name},
+                              os.path.join(self.write_dir, METADATA))   # the commit point
         for old in os.listdir(self.write_dir):
             if old.endswith(".weights.h5") and old != name:
                 os.remove(os.path.join(self.write_dir, old))

@@ -261,3 +261,12 @@ def replace_atomically(write, path: str) -> None:
     tmp = os.path.join(folder, f"{stem}.partial-{os.getpid()}{dot}{ext}")
     write(tmp)
     os.replace(tmp, path)
+
+
+def write_json_atomically(obj, path: str, indent: int | None = None) -> None:
+    """`obj` as JSON at `path`, through `replace_atomically`."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=indent)
+
+    replace_atomically(write, path)

@@ -27,7 +27,7 @@ from tfbertopt import models, saving
 from tfbertopt.data.demo import demo_examples, demo_vocabulary
 from tfbertopt.data.glue import load_glue
 from tfbertopt.data.tasks import get_task
-from tfbertopt.distribute import local_path, make_strategy, replace_atomically
+from tfbertopt.distribute import local_path, make_strategy, write_json_atomically
 from tfbertopt.export.litert import ExportError
 from tfbertopt.kernels import UnsupportedModelError, count_params
 from tfbertopt.stages import STAGES
@@ -111,12 +111,7 @@ class Run:
 
     def finish(self, key: str, outputs: dict) -> None:
         self.state["finished"][key] = outputs
-
-        def write(tmp):
-            with open(tmp, "w") as f:
-                json.dump(self.state, f, indent=2)
-
-        replace_atomically(write, os.path.join(self.write_dir, "state.json"))
+        write_json_atomically(self.state, os.path.join(self.write_dir, "state.json"), indent=2)
 
 
 def run_recipe(recipe: dict, output_dir: str | None = None) -> Run:

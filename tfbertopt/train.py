@@ -22,7 +22,7 @@ import time
 import keras
 
 from tfbertopt import metrics as metrics_lib
-from tfbertopt.backup import METADATA, Backup, EpochWeights
+from tfbertopt.backup import Backup, EpochWeights, finished_epochs  # noqa: F401  (also importable from here)
 from tfbertopt.data.pipeline import encode, make_dataset, steps_per_epoch, without_preprocessor
 from tfbertopt.distribute import chief_path, distribute_batches, multi_worker_fit
 from tfbertopt.distillation import Distiller
@@ -58,17 +58,6 @@ class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
     def from_config(cls, config):
         config["decay"] = keras.saving.deserialize_keras_object(config["decay"])
         return cls(**config)
-
-
-def finished_epochs(backup_dir) -> int:
-    """Epochs a `keras.callbacks.BackupAndRestore` backup in `backup_dir` has finished (0 when there is none)."""
-    import json
-
-    path = os.path.join(chief_path(backup_dir), METADATA)
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f).get("epoch", 0))
 
 
 class StepProgress(keras.callbacks.Callback):
@@ -153,8 +142,10 @@ def finetune(
     With `checkpoint_dir`, weights are written after each epoch and `tfbertopt.backup.Backup` (Keras'
     BackupAndRestore, atomic and chief-only) resumes a stopped run at the epoch where it stopped. Inside a
     MultiWorkerMirroredStrategy scope each worker trains on its slice of every global batch of `batch_size`
-    (`tfbertopt.distribute.distribute_batches`; its shard of `batch_size` examples must split evenly). `length_grouping` sorts examples by length inside windows of that many batches
-    (1 = plain random batches): larger windows pad less but make batches more alike. Returns the Keras `History` (dev metrics logged as `dev_<name>`).
+    (`tfbertopt.distribute.distribute_batches`; its shard of `batch_size` examples must split evenly).
+    `length_grouping` sorts examples by length inside windows of that many batches (1 = plain random batches):
+    larger windows pad less but make batches more alike. Returns the Keras `History` (dev metrics logged as
+    `dev_<name>`).
 
     With `teacher` (a classifier or a list), the model is trained as the student of a
     `tfbertopt.distillation.Distiller` with `distillation` (a `DistillationConfig` or its dict; default 0.5 hard
