@@ -2,7 +2,8 @@
 
 import pytest
 
-from tfbertopt.export.litert import CALIBRATED, FULL_INTEGER, QUANTIZATIONS
+from tfbertopt.export.int4 import GRANULARITY
+from tfbertopt.export.litert import CALIBRATED, FULL_INTEGER, INT4, QUANTIZATIONS
 from tfbertopt.quantizers.config import TARGETS
 from tfbertopt.quantizers.modes import MODES, names
 from tfbertopt.stages.export import QUANTIZATION_CHOICES, VARIANT_TAGS
@@ -13,6 +14,7 @@ def test_every_list_is_read_from_the_registry():
     assert CALIBRATED == ("int8", "16x8", "int8-matmul") and FULL_INTEGER == ("int8", "16x8")
     assert "mixed" in QUANTIZATION_CHOICES and "16x8" not in QUANTIZATION_CHOICES     # 16x8: Python only
     assert TARGETS == ("int8", "int8-matmul", "int4")
+    assert INT4 == tuple(GRANULARITY) == ("int4", "int4-block32")     # every ai-edge-quantizer mode has a layout
     assert {name: tuple(tags) for name, tags in VARIANT_TAGS.items()} == {n: m.tags for n, m in MODES.items()}
 
 

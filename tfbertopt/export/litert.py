@@ -78,7 +78,7 @@ from tfbertopt.data.calibration import calibration_features, representative_data
 from tfbertopt.data.pipeline import model_input_names, without_preprocessor
 from tfbertopt.export.attention_masking import additive_masking, quantization_friendly_masking
 from tfbertopt.export.channel_equalization import equalized_matmuls
-from tfbertopt.export.int4 import GRANULARITY, Int4Error, int4_weights
+from tfbertopt.export.int4 import Int4Error, int4_weights
 from tfbertopt.export.integer_tracing import integer_friendly_ops
 from tfbertopt.export.op_report import op_report
 from tfbertopt.quantization.qat import activation_ranges, quantization_config, uninitialized_quantizers
@@ -92,8 +92,8 @@ logger = logging.getLogger(__name__)
 # From the one registry of modes (`tfbertopt.quantizers.modes`).
 QUANTIZATIONS = names(litert=True)
 CALIBRATED = names(litert=True, calibrated=True)
-FULL_INTEGER = names(litert=True, integer_softmax=True)
-INT4 = tuple(GRANULARITY)   # written by ai-edge-quantizer from the float32 graph   # whose softmax (and so its input's mask) is integer
+FULL_INTEGER = names(litert=True, integer_softmax=True)   # whose softmax (and so its input's mask) is integer
+INT4 = names(writer="ai-edge-quantizer")   # written by ai-edge-quantizer from the float32 graph
 # "int8-matmul" quantizes these op kinds only (QUANTIZE/DEQUANTIZE are the conversions around them).
 MATMUL_INT8_OPS = ("FULLY_CONNECTED", "GATHER", "QUANTIZE", "DEQUANTIZE")
 

@@ -10,6 +10,7 @@ runner's result tags and quantization-aware training's targets all read their li
 | `litert` | written by `export_litert` (False: by its own module, e.g. Q-BERT mixed precision) |
 | `recipe` | offered by the recipe's `export` stage |
 | `qat_target` | quantization-aware training can train for it (`QuantizationConfig.for_export`) |
+| `writer` | what writes its weights: the TF "converter", or "ai-edge-quantizer" from the converter's float32 graph |
 | `tags` | the `../shared/BENCHMARKS.md` tags of its rows |
 
 Example:
@@ -35,6 +36,7 @@ class QuantizationMode:
     litert: bool = True
     recipe: bool = True
     qat_target: bool = False
+    writer: str = "converter"
 
 
 MODES = {mode.name: mode for mode in (
@@ -45,8 +47,8 @@ MODES = {mode.name: mode for mode in (
     QuantizationMode("16x8", ("ptq-16x8",), calibrated=True, integer_softmax=True, recipe=False),
     QuantizationMode("int8-matmul", ("ptq-int8", "mixed-precision", "equalized"), calibrated=True, qat_target=True),
     QuantizationMode("mixed", ("mixed-precision",), calibrated=True, litert=False),
-    QuantizationMode("int4", ("int4",), qat_target=True),
-    QuantizationMode("int4-block32", ("int4",)),
+    QuantizationMode("int4", ("int4",), qat_target=True, writer="ai-edge-quantizer"),
+    QuantizationMode("int4-block32", ("int4",), writer="ai-edge-quantizer"),
 )}
 
 
