@@ -166,5 +166,8 @@ def test_attention_heads_that_differ_are_averaged_first():
 def test_cls_mse_is_normalised_as_in_pkd(s, t, scale):
     value = float(cls_mse(s, t))
     assert -1e-6 <= value <= 4.0 + 1e-5
-    assert float(cls_mse(s * np.float32(scale), t)) == pytest.approx(value, rel=1e-4, abs=1e-5)
+    # Scale-free wherever normalising divides by the norm: rows shorter than cls_mse's 1e-12 guard are divided by
+    # the guard instead (hypothesis found rows of 2.2e-16), so the invariance is asserted for rows well above it.
+    if np.all(np.linalg.norm(s, axis=-1) > 1e-6):
+        assert float(cls_mse(s * np.float32(scale), t)) == pytest.approx(value, rel=1e-4, abs=1e-5)
     assert abs(float(cls_mse(s, s))) < 1e-5 or not np.any(s)
