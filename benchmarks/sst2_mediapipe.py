@@ -20,23 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-def mediapipe_probabilities(path, texts, labels):
-    from mediapipe.tasks.python.core.base_options import BaseOptions
-    from mediapipe.tasks.python.text import text_classifier
-
-    options = text_classifier.TextClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)))
-    rows = []
-    with text_classifier.TextClassifier.create_from_options(options) as classifier:
-        for text in texts:
-            (head,) = classifier.classify(text).classifications
-            scores = {c.category_name: c.score for c in head.categories}
-            rows.append([scores[label] for label in labels])
-    return np.array(rows, np.float64)
-
-
 def main(argv=None):
     from tfbertopt.bench import harness
     from tfbertopt.bench.harness import command_line
+    from tfbertopt.bench.mediapipe import mediapipe_probabilities
     from tfbertopt.data.glue import load_glue
     from tfbertopt.data.pipeline import encode
     from tfbertopt.export.litert import export_litert

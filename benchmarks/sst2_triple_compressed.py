@@ -11,7 +11,10 @@ has no teacher row, so this script then exports and verifies four files on the f
     layerdrop-drop-4-6   the recipe's final model, float32 (LayerDrop + layers dropped)
     triple-compressed    the recipe's final model, dynamic-range int8 (all three)
 
-plus, for comparison, the final model as full-integer int8 (calibrated; not the paper's method), and times them
+plus one row per other quantization the recipe's export stage writes (e.g. `<final>-int4`, each verified the same
+way), for comparison the final model as full-integer int8 (calibrated; not the paper's method), and, for a
+single-sentence task with mediapipe installed, MediaPipe's TextClassifier on the raw dev sentences of every
+compressed quantized file (`mediapipe_agreement`: same label as the interpreter; `mediapipe_score`). It times them
 all back to back after measuring this machine's int8 peak (batch 1, sequence 128, 2 and 1 threads), so that no
 training or export runs between timings: `--passes` round-robin passes, the fastest pass per file, because other
 work on this shared 2-core machine comes in bursts that only slow a pass down. `--timing-only` re-times the files of
@@ -31,6 +34,7 @@ as <work>/bench/<variant>_<quantization>.tflite (the compressed ones are byte-id
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -40,12 +44,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfbertopt.bench import harness  # noqa: E402
 from tfbertopt.bench.harness import command_line  # noqa: E402
+from tfbertopt.bench.mediapipe import mediapipe_agreement  # noqa: E402
 from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, retime_round_robin, time_round_robin  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
 from tfbertopt.export.litert import export_litert  # noqa: E402
 from tfbertopt.export.verify import verify_litert  # noqa: E402
 from tfbertopt.kernels import count_params  # noqa: E402
+from tfbertopt.quantizers.modes import MODES  # noqa: E402
 from tfbertopt.recipe import load_recipe  # noqa: E402
 from tfbertopt.runner import run_recipe  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
@@ -69,6 +75,10 @@ KINDS = {"triple-compressed": {"float_variant": "layerdrop-drop-4-6", "final_var
                                      "final_variant": "embedding-factorized-int8",
                                      "tags": ["embedding-factorization", "distill", "logits-kd"],
                                      "final_tags": ["embedding-factorization", "distill", "logits-kd"]}}
+
+
+# Class names of the single-sentence tasks MediaPipe's TextClassifier is run on (label id order).
+LABELS = {"sst2": ["negative", "positive"], "cola": ["unacceptable", "acceptable"]}
 
 
 def log(message: str) -> None:
@@ -147,6 +157,10 @@ def main(argv=None) -> int:
                 (teacher, "baseline-int8", ["ptq-dynamic"], "dynamic"),
                 (compressed, kind["float_variant"], compressed_tags, "float32"),
                 (compressed, kind["final_variant"], [*kind["final_tags"], "ptq-dynamic"], "dynamic")]
+    exported = [q for stage in recipe["stages"] for name, options in stage.items() if name == "export"
+                for q in options["quantization"]]
+    variants += [(compressed, f"{kind['final_variant']}-{q}", [*kind["final_tags"], *MODES[q].tags], q)
+                 for q in dict.fromkeys(exported) if q not in ("float32", "dynamic") and MODES[q].litert]
     features = {}
     rows = []
     for model, variant, tags, quantization in variants:
@@ -175,6 +189,17 @@ def main(argv=None) -> int:
         row["dev_examples"] = len(dev)
         row["notes"] = f"full-integer int8 PTQ, 100 calibration examples from {task} train; not the paper's method"
         rows.append(row)
+
+    # MediaPipe's TextClassifier on the raw dev sentences of every compressed quantized file (single sentences only).
+    labels = LABELS.get(task)
+    if labels and importlib.util.find_spec("mediapipe") is not None:
+        for row in rows:
+            if row["variant"].startswith(kind["final_variant"]) and row["quantization"] != "float32":
+                path = os.path.join(bench_dir, f"{row['variant']}_{row['quantization']}.tflite")
+                found = mediapipe_agreement(compressed, path, dev, labels, features=features[id(compressed)])
+                log(f"{row['variant']}: MediaPipe agrees with the interpreter on {found['mediapipe_agreement']:.2%}"
+                    f" of {len(dev)} raw dev sentences (MediaPipe accuracy {found['mediapipe_score']:.4f})")
+                row.update({k: v for k, v in found.items() if k != "mediapipe_file"})
 
     # 2. Time every file back to back, after measuring the int8 peak.
     peak = time_rows(rows, bench_dir, args.runs, args.passes)

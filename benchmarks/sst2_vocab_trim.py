@@ -7,8 +7,12 @@ budgets, exported float32 and dynamic-range int8, each verified on the full dev 
 Without --model the teacher is all-MiniLM-L6-v2 (`tfbertopt setup-model minilm-l6`) fine-tuned one epoch here and
 cached in the work folder. Trimmed rows are scored with their own tokenizer, so `keras_score` includes what trimming
 costs on dev sentences: `dev_texts_changed` split differently, `dev_texts_with_new_unk` gained [UNK]
-(`dev_new_unk_pieces` pieces). With mediapipe installed, each trimmed dynamic file also gets MediaPipe metadata and
+(`dev_new_unk_pieces` pieces). With mediapipe installed, each trimmed quantized file also gets MediaPipe metadata and
 MediaPipe's TextClassifier is run on the raw dev sentences (`mediapipe_agreement`: same label as the interpreter).
+
+`--fill` tops each budget up with unseen pieces in vocabulary order (BERT's vocabulary is frequency-ordered, so this
+is a general word list; rows `trim-<budget>-fill-*`); `--int4-tables` adds a "dynamic-int4-tables" row (int8
+kernels, int4 embedding tables) beside each int8 one. The rows of one run share its teacher and timing.
 """
 
 from __future__ import annotations
@@ -16,12 +20,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 
 from tfbertopt.bench import harness, latency  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
@@ -31,8 +33,6 @@ from tfbertopt.saving import load_model  # noqa: E402
 from tfbertopt.train import finetune  # noqa: E402
 from tfbertopt.vocabulary import select_tokens, trim_vocabulary, vocabulary_coverage  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sst2_mediapipe import mediapipe_probabilities  # noqa: E402
 
 LABELS = ["negative", "positive"]
 
@@ -57,13 +57,10 @@ def teacher_model(path: str | None, work: str, train, dev):
 def mediapipe_agreement(model, path: str, dev, out_dir: str) -> float | None:
     if importlib.util.find_spec("mediapipe") is None:
         return None
-    from tfbertopt.export.metadata import write_metadata
-    from tfbertopt.export.verify import run_litert
+    from tfbertopt.bench.mediapipe import mediapipe_agreement as agreement
 
-    result = write_metadata(path, model, LABELS, os.path.join(out_dir, os.path.basename(path)[:-7] + "_mp.tflite"))
-    texts = [t[0] for t in dev.texts]
-    interpreter = run_litert(path, encode(dev.texts, model.preprocessor)).argmax(-1)
-    return round(float(np.mean(mediapipe_probabilities(result.path, texts, LABELS).argmax(-1) == interpreter)), 4)
+    out = os.path.join(out_dir, os.path.basename(path)[:-7] + "_mp.tflite")
+    return agreement(model, path, dev, LABELS, out, max_score_diff=0.05)["mediapipe_agreement"]
 
 
 def main(argv=None) -> int:
@@ -73,6 +70,11 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="runs/sst2-vocab-trim")
     parser.add_argument("--out", default="benchmarks/results/sst2_vocab_trim.json")
     parser.add_argument("--budgets", type=int, nargs="*", default=[8000, 4000])
+    parser.add_argument("--fill", action="store_true",
+                        help="fill each budget with unseen pieces in vocabulary order (select_tokens(fill=True)); "
+                             "rows trim-<budget>-fill")
+    parser.add_argument("--int4-tables", action="store_true",
+                        help="add a dynamic-int4-tables row (int8 kernels, int4 tables) beside each int8 row")
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args(argv)
 
@@ -85,8 +87,11 @@ def main(argv=None) -> int:
     features = encode(dev.texts, teacher.preprocessor)
     plans = [(teacher, "baseline", ["baseline", "teacher", "finetune"], "float32", {}),
              (teacher, "baseline-int8", ["ptq-dynamic"], "dynamic", {})]
+    if args.int4_tables:
+        plans.append((teacher, "baseline-int4-tables", ["ptq-dynamic", "int4"], "dynamic-int4-tables", {}))
     for budget in [None, *args.budgets]:
-        keep = select_tokens(teacher, train.texts, max_tokens=budget)
+        fill = args.fill and budget is not None
+        keep = select_tokens(teacher, train.texts, max_tokens=budget, fill=fill)
         log(f"budget {budget}: {keep.summary()}")
         trimmed = trim_vocabulary(teacher, keep)
         coverage = vocabulary_coverage(teacher, trimmed, dev.texts)
@@ -94,10 +99,13 @@ def main(argv=None) -> int:
                  "dev_texts_changed": coverage["texts_changed"],
                  "dev_texts_with_new_unk": coverage["texts_with_new_unk"],
                  "dev_new_unk_pieces": coverage["new_unk_pieces"], "dev_pieces": coverage["pieces"]}
-        name = "trim-train" if budget is None else f"trim-{budget}"
+        name = "trim-train" if budget is None else f"trim-{budget}-fill" if fill else f"trim-{budget}"
         if budget is None:
             plans.append((trimmed, name, ["vocab-trim"], "float32", extra))
         plans.append((trimmed, f"{name}-int8", ["vocab-trim", "ptq-dynamic"], "dynamic", extra))
+        if args.int4_tables:
+            plans.append((trimmed, f"{name}-int4-tables", ["vocab-trim", "ptq-dynamic", "int4"], "dynamic-int4-tables",
+                          extra))
     rows = []
     for model, variant, tags, quantization, extra in plans:
         log(f"{variant}: {quantization}")
@@ -105,11 +113,12 @@ def main(argv=None) -> int:
         row = harness.measure_variant(model, variant, tags, None if variant == "baseline" else "baseline", dev,
                                       out_dir, peak, quantization=quantization, runs=args.runs,
                                       features=features if is_teacher else None, extra=dict(extra))
-        if not is_teacher and quantization == "dynamic":
-            row["mediapipe_agreement"] = mediapipe_agreement(model, os.path.join(out_dir, f"{variant}_dynamic.tflite"),
-                                                             dev, out_dir)
+        if not is_teacher and quantization != "float32":
+            row["mediapipe_agreement"] = mediapipe_agreement(
+                model, os.path.join(out_dir, f"{variant}_{quantization}.tflite"), dev, out_dir)
         rows.append(row)
-        harness.write_results(args.out, "sst2_vocab_trim", harness.command_line(), rows, peak,
+        harness.write_results(args.out, os.path.splitext(os.path.basename(args.out))[0], harness.command_line(), rows,
+                              peak,
                               extra={"data": dev.source, "teacher": teacher_path})
     print(harness.markdown_table(rows), flush=True)
     return 0

@@ -43,6 +43,8 @@ def test_defaults_filled():
     (_raw(stages=[{"prune": {"final_sparsity": None}}]), "stages[0].prune.final_sparsity: no value given (null)"),
     (_raw(stages=[{"export": {"quantization": None}}]), "stages[0].export.quantization: no value given (null)"),
     (_raw(stages=[{"distill": {"teacher": None}}]), "stages[0].distill.teacher: no value given (null)"),
+    (_raw(stages=[{"trim_vocabulary": {"fill": True}}]), "stages[0].trim_vocabulary.fill: fills the vocabulary up to "
+                                                         "max_tokens; set max_tokens"),
     ({"name": "t", "task": "sst2", "stages": ["finetune"]}, "model: required"),
     ([1, 2], "expected a mapping at the top level"),
 ])

@@ -103,6 +103,35 @@ def test_every_kernel_and_table_is_int4(shared_classifier, tmp_path, quantizatio
     assert result.size_bytes < dynamic.size_bytes
 
 
+def weight_types(path) -> dict:
+    """{op kind: sorted set of the type names of its constant (buffer-backed) inputs}."""
+    model = flatbuffer_utils.read_model(str(path))
+    names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    out = {}
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            for index in op.inputs:
+                tensor = graph.tensors[index] if index >= 0 else None
+                if tensor is not None and model.buffers[tensor.buffer].data is not None and len(tensor.shape) >= 2:
+                    out.setdefault(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex), set()).add(names[tensor.type])
+    return out
+
+
+def test_dynamic_int4_tables_keeps_int8_kernels_and_halves_the_tables(shared_classifier, tmp_path, demo_data):
+    _, dev = demo_data
+    result = export_litert(shared_classifier, tmp_path / "m_dynamic-int4-tables.tflite", "dynamic-int4-tables",
+                           sequence_length=16)
+    types = weight_types(result.path)
+    assert types["FULLY_CONNECTED"] == {"INT8"} and types["EMBEDDING_LOOKUP"] == {"INT4"}
+    assert len(int4_weights_of(result.path)["EMBEDDING_LOOKUP"]) == 2
+    dynamic = export_litert(shared_classifier, tmp_path / "m_dynamic.tflite", "dynamic", sequence_length=16)
+    int4 = export_litert(shared_classifier, tmp_path / "m_int4.tflite", "int4", sequence_length=16)
+    assert int4.size_bytes < result.size_bytes < dynamic.size_bytes
+    features = encode(dev.texts, shared_classifier.preprocessor)
+    diff = np.abs(run_litert(result.path, features) - predict_logits(shared_classifier, features)).max()
+    assert diff < 0.1, diff
+
+
 def test_post_training_int4_rounds_each_kernel_to_its_channel_grid(shared_classifier, tmp_path):
     result = export_litert(shared_classifier, tmp_path / "m_int4.tflite", "int4", sequence_length=16)
     stored = int4_weights_of(result.path)["FULLY_CONNECTED"]

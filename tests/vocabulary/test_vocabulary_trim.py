@@ -85,6 +85,17 @@ def test_budget_keeps_special_tokens_then_characters_then_the_most_frequent():
 WORDS_AND_SPECIAL = SPECIAL + WORDS
 
 
+def test_fill_tops_the_budget_up_in_vocabulary_order():
+    clf = classifier()
+    keep = select_tokens(clf, [("good bad",)], characters=False, max_tokens=len(SPECIAL) + 4, fill=True)
+    assert keep.tokens == SPECIAL + ["the", "movie", "good", "bad"]     # the seen pieces, then the first unseen
+    assert keep.filled == 2 and keep.summary().endswith("2 more in vocabulary order)")
+    with_chars = select_tokens(clf, [("good",)], max_tokens=len(SPECIAL) + 2 * len(LETTERS) + 3, fill=True)
+    assert {"good", "the", "movie"} <= set(with_chars.tokens) and len(with_chars) == len(SPECIAL) + 2 * len(LETTERS) + 3
+    with pytest.raises(ValueError, match="fill=True fills the vocabulary up to max_tokens; set max_tokens"):
+        select_tokens(clf, SEEN, fill=True)
+
+
 def test_sentence_pairs_count_both_segments():
     clf = classifier()
     keep = select_tokens(clf, [("good", "boring")], characters=False)

@@ -1,15 +1,20 @@
-"""int4 weights for LiteRT: every FULLY_CONNECTED kernel and every embedding table stored as 4-bit integers, with
-float activations that the kernels quantize on the fly (dynamic range), builtin ops only.
+"""int4 weights for LiteRT: every embedding table, and in "int4" / "int4-block32" every FULLY_CONNECTED kernel too,
+stored as 4-bit integers, with float activations that the kernels quantize on the fly (dynamic range), builtin ops
+only.
 
 TensorFlow's converter cannot write int4, so `export_litert(..., "int4")` converts the float32 graph and hands it to
 ai-edge-quantizer (LiteRT's own weight quantizer, the optional `int4` extra): first the constant-table GATHERs
 become EMBEDDING_LOOKUPs (`tfbertopt.export.embedding_lookup`), the lookup ai-edge-quantizer stores in int4, then
-one dynamic-range recipe quantizes the FULLY_CONNECTED kernels and the tables:
+one dynamic-range recipe quantizes the FULLY_CONNECTED kernels and the tables (`LAYOUTS`):
 
-| mode | scales | grid |
-| --- | --- | --- |
-| "int4" | one per output channel (kernel) or per row (table) | symmetric, scale = max abs / 7 |
-| "int4-block32" | one float16 scale per 32 consecutive input weights | symmetric, scale = max abs / 7 |
+| mode | kernels | tables | scales |
+| --- | --- | --- | --- |
+| "int4" | int4 | int4 | one per output channel (kernel) or per row (table); scale = max abs / 7 |
+| "int4-block32" | int4 | int4 | one float16 scale per 32 consecutive input weights; scale = max abs / 7 |
+| "dynamic-int4-tables" | int8 | int4 | one per output channel or row; scale = max abs / 127 (kernels), / 7 (tables) |
+
+"dynamic-int4-tables" is the converter's "dynamic" with the tables at half its size: the kernels keep int8's
+accuracy, and a token table (half of a small BERT's bytes) costs 4 bits a weight.
 
 A model trained with `QuantizationConfig.for_export("int4")` has kernels already on the per-channel int4 grid
 (scale = max abs / 7, as here), so "int4" stores its trained weights exactly. Which layouts LiteRT runs fast, and
@@ -36,8 +41,12 @@ from tfbertopt.export.embedding_lookup import gathers_as_embedding_lookups
 
 logger = logging.getLogger(__name__)
 
-GRANULARITY = {"int4": "CHANNELWISE", "int4-block32": "BLOCKWISE_32"}
-QUANTIZED_OPS = ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")
+# mode -> {op: (weight bits, ai-edge-quantizer granularity)}
+LAYOUTS = {
+    "int4": {"FULLY_CONNECTED": (4, "CHANNELWISE"), "EMBEDDING_LOOKUP": (4, "CHANNELWISE")},
+    "int4-block32": {"FULLY_CONNECTED": (4, "BLOCKWISE_32"), "EMBEDDING_LOOKUP": (4, "BLOCKWISE_32")},
+    "dynamic-int4-tables": {"FULLY_CONNECTED": (8, "CHANNELWISE"), "EMBEDDING_LOOKUP": (4, "CHANNELWISE")},
+}
 
 
 class Int4Error(RuntimeError):
@@ -45,16 +54,16 @@ class Int4Error(RuntimeError):
 
 
 def int4_recipe(quantization: str) -> list[dict]:
-    """ai-edge-quantizer's recipe for `quantization` ("int4" or "int4-block32"): dynamic-range int4 weights of
-    every FULLY_CONNECTED and EMBEDDING_LOOKUP."""
-    if quantization not in GRANULARITY:
-        raise ValueError(f"int4 quantization must be one of {sorted(GRANULARITY)}, got {quantization!r}")
+    """ai-edge-quantizer's recipe for `quantization` (a mode of `LAYOUTS`): dynamic-range weights of every
+    FULLY_CONNECTED and EMBEDDING_LOOKUP, in that mode's bits and granularity."""
+    if quantization not in LAYOUTS:
+        raise ValueError(f"int4 quantization must be one of {sorted(LAYOUTS)}, got {quantization!r}")
     from ai_edge_quantizer import qtyping, recipe_manager
 
     manager = recipe_manager.RecipeManager()
-    for op in QUANTIZED_OPS:
-        manager.add_dynamic_config(".*", qtyping.TFLOperationName[op], 4,
-                                   granularity=qtyping.QuantGranularity[GRANULARITY[quantization]])
+    for op, (bits, granularity) in LAYOUTS[quantization].items():
+        manager.add_dynamic_config(".*", qtyping.TFLOperationName[op], bits,
+                                   granularity=qtyping.QuantGranularity[granularity])
     return manager.get_quantization_recipe()
 
 

@@ -26,6 +26,8 @@ Quantizations:
 - "int4", "int4-block32": int4 weights (per channel, or per 32 input weights) for every FULLY_CONNECTED and
   embedding table, float activations quantized on the fly inside the matmuls; written by ai-edge-quantizer, LiteRT's
   own weight quantizer (the optional `int4` extra), from the float32 graph (`tfbertopt.export.int4`).
+- "dynamic-int4-tables": as "dynamic" (int8 kernels, per channel), with the embedding tables in int4 (per row);
+  written by ai-edge-quantizer the same way.
 - "16x8": int16 activations with int8 weights (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`),
   ops without an int16 kernel falling back to float. Traced with plain embedding gathers and a MUL-based LayerNorm
   (`tfbertopt.export.integer_tracing`): Keras' own forms give int32 index arithmetic the int16 quantizer cannot range
@@ -280,7 +282,8 @@ def export_litert(
       path: output .tflite path.
       quantization: "float32", "float16" (weights in fp16), "dynamic" (dynamic-range int8 weights), "int8"
         (full integer, calibrated), "int8-matmul" (int8 matmuls, float elsewhere, calibrated), "16x8" (int16
-        activations, int8 weights, calibrated), "int4" or "int4-block32" (dynamic-range int4 weights).
+        activations, int8 weights, calibrated), "int4" or "int4-block32" (dynamic-range int4 weights),
+        "dynamic-int4-tables" (dynamic-range int8 kernels, int4 embedding tables).
       sequence_length: fixed input length with batch 1, or None for dynamic (batch, length).
       calibration: for "int8"/"16x8"/"int8-matmul": a feature dict from `encode` or GLUE `Examples` (ignored
         otherwise).

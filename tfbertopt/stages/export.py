@@ -30,7 +30,8 @@ class ExportStage(Stage):
                          "int8-matmul from training), mixed (int8 with the most "
                          "sensitive ops float, Q-BERT style), int4 and int4-block32 (int4 kernels and embedding "
                          "tables, per channel or per 32 weights, float activations; after a qat stage with target "
-                         "int4 its kernels are stored exactly; needs the int4 extra)"),
+                         "int4 its kernels are stored exactly; needs the int4 extra), dynamic-int4-tables (dynamic "
+                         "with int4 embedding tables; needs the int4 extra)"),
         "calibration_steps": (100, int, "training examples that calibrate an int8 (or mixed) export"),
         "mixed_max_float_ops": (40, int, "mixed: Q-BERT-style budget, at most this many ops kept float (the most "
                                          "sensitive groups, measured on training examples)"),

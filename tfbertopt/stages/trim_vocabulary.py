@@ -30,13 +30,17 @@ class TrimVocabularyStage(Stage):
         "max_tokens": (None, int, "size budget: at most this many pieces in all (the most frequent are kept)"),
         "characters": (True, bool, "keep every single-character piece, so unseen words split instead of "
                                    "becoming [UNK]"),
+        "fill": (False, bool, "fill the rest of max_tokens with unseen pieces in vocabulary order (BERT's WordPiece "
+                              "vocabulary lists them by pre-training frequency: a general word-frequency list)"),
     }
     counts = ("min_count", "max_tokens")
     trains = True    # it makes and saves a new model (without training it), so it comes before export
 
     def check(self, path: str, options: dict) -> None:
-        if not options["train_text"] and options["corpus"] is None:
-            raise RecipeError(f"{path}: nothing to select the vocabulary from; set train_text: true or a corpus")
+        if not options["train_text"] and options["corpus"] is None and not options["fill"]:
+            raise RecipeError(f"{path}: nothing to select the vocabulary from; set train_text: true, a corpus or fill")
+        if options["fill"] and options["max_tokens"] is None:
+            raise RecipeError(f"{path}.fill: fills the vocabulary up to max_tokens; set max_tokens")
 
     def tags(self, options: dict) -> list[str]:
         return ["vocab-trim"]
@@ -49,7 +53,7 @@ class TrimVocabularyStage(Stage):
                 raise RecipeError(f"stages[{index}].trim_vocabulary.corpus: no such file: {corpus}")
             texts += read_corpus(corpus)
         keep = select_tokens(run.model, texts, min_count=options["min_count"], max_tokens=options["max_tokens"],
-                             characters=options["characters"])
+                             characters=options["characters"], fill=options["fill"])
         say(f"trim_vocabulary: {keep.summary()}")
         trimmed = trim_vocabulary(run.model, keep)
         coverage = vocabulary_coverage(run.model, trimmed, dev.texts)

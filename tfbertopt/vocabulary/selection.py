@@ -7,7 +7,11 @@ order of priority:
 1. the tokens the tokenizer needs (`[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]` for BERT's), always;
 2. with `characters=True`, every single-character piece (`a` and `##a`), so that any word made of known characters
    still splits into pieces instead of becoming `[UNK]`;
-3. the pieces seen at least `min_count` times, most frequent first, up to `max_tokens` in all.
+3. the pieces seen at least `min_count` times, most frequent first, up to `max_tokens` in all;
+4. with `fill=True`, unseen pieces in vocabulary order until `max_tokens` is reached: BERT's WordPiece vocabulary
+   (and so MiniLM's, DistilBERT's and ELECTRA's) lists its pieces after the special tokens and characters by
+   pre-training frequency (`the`, `of`, `and`, ...), so id order is a general word-frequency list that ships with the
+   model, and words a task's text never used still split as before when they are common.
 
 Every piece of a word the trimmed tokenizer saw is kept, so WordPiece's greedy longest-match splits that word
 exactly as before (the longest matching piece is still there, and no longer one can appear): on the text it was
@@ -47,6 +51,7 @@ class TokenSelection:
     special: int
     characters: int
     texts: int
+    filled: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -58,10 +63,11 @@ class TokenSelection:
         return float(self.counts[self.ids].sum() / total) if total else 1.0
 
     def summary(self) -> str:
-        seen = len(self) - self.special - self.characters
+        seen = len(self) - self.special - self.characters - self.filled
+        filled = f", {self.filled} more in vocabulary order" if self.filled else ""
         return (f"{len(self)} of {self.vocabulary_size} tokens kept ({self.special} special, {self.characters} "
                 f"characters, {seen} seen in {self.texts} texts: {self.coverage:.1%} of their "
-                f"{int(self.counts.sum())} pieces)")
+                f"{int(self.counts.sum())} pieces{filled})")
 
 
 def token_counts(tokenizer, texts: Iterable, batch_size: int = 4096) -> tuple[np.ndarray, int]:
@@ -82,16 +88,19 @@ def _is_character(token: str, suffix: str) -> bool:
 
 
 def select_tokens(model, texts: Iterable = (), *, min_count: int = 1, max_tokens: int | None = None,
-                  characters: bool = True) -> TokenSelection:
+                  characters: bool = True, fill: bool = False) -> TokenSelection:
     """The pieces of `model`'s WordPiece vocabulary to keep for `texts` (see the module docstring).
 
     Raises:
       UnsupportedModelError: the model's tokenizer is not WordPiece (`wordpiece_tokenizer` says why).
-      ValueError: `min_count` < 1, or a `max_tokens` too small for the special tokens and characters.
+      ValueError: `min_count` < 1, a `max_tokens` too small for the special tokens and characters, or `fill`
+        without `max_tokens`.
     """
     tokenizer = wordpiece_tokenizer(model)
     if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer)) or min_count < 1:
         raise ValueError(f"min_count must be an integer >= 1, got {min_count!r}")
+    if fill and max_tokens is None:
+        raise ValueError("fill=True fills the vocabulary up to max_tokens; set max_tokens")
     vocab = [str(t) for t in tokenizer.get_vocabulary()]
     counts, n_texts = token_counts(tokenizer, texts)
     suffix = tokenizer.suffix_indicator
@@ -106,5 +115,8 @@ def select_tokens(model, texts: Iterable = (), *, min_count: int = 1, max_tokens
     seen = [int(i) for i in order if counts[i] >= min_count and int(i) not in required]
     if max_tokens is not None:
         seen = seen[:max_tokens - len(required)]
-    ids = np.array(sorted(required | set(seen)), np.int64)
-    return TokenSelection(ids, [vocab[i] for i in ids], counts, len(vocab), len(special), len(chars), n_texts)
+    kept = required | set(seen)
+    filled = set(itertools.islice((i for i in range(len(vocab)) if i not in kept), max_tokens - len(kept))) if fill else set()
+    ids = np.array(sorted(kept | filled), np.int64)
+    return TokenSelection(ids, [vocab[i] for i in ids], counts, len(vocab), len(special), len(chars), n_texts,
+                          len(filled))
