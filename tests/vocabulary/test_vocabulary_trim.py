@@ -86,9 +86,9 @@ WORDS_AND_SPECIAL = SPECIAL + WORDS
 
 
 def test_fill_tops_the_budget_up_in_vocabulary_order():
-    clf = classifier()
+    clf = tiny_classifier("bert", vocabulary=["[unused0]", *WORDS], hidden_dim=16, sequence_length=16)
     keep = select_tokens(clf, [("good bad",)], characters=False, max_tokens=len(SPECIAL) + 4, fill=True)
-    assert keep.tokens == SPECIAL + ["the", "movie", "good", "bad"]     # the seen pieces, then the first unseen
+    assert keep.tokens == SPECIAL + ["the", "movie", "good", "bad"]   # seen, then the first unseen; [unused0] skipped
     assert keep.filled == 2 and keep.summary().endswith("2 more in vocabulary order)")
     with_chars = select_tokens(clf, [("good",)], max_tokens=len(SPECIAL) + 2 * len(LETTERS) + 3, fill=True)
     assert {"good", "the", "movie"} <= set(with_chars.tokens) and len(with_chars) == len(SPECIAL) + 2 * len(LETTERS) + 3

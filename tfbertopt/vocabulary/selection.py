@@ -8,10 +8,11 @@ order of priority:
 2. with `characters=True`, every single-character piece (`a` and `##a`), so that any word made of known characters
    still splits into pieces instead of becoming `[UNK]`;
 3. the pieces seen at least `min_count` times, most frequent first, up to `max_tokens` in all;
-4. with `fill=True`, unseen pieces in vocabulary order until `max_tokens` is reached: BERT's WordPiece vocabulary
-   (and so MiniLM's, DistilBERT's and ELECTRA's) lists its pieces after the special tokens and characters by
-   pre-training frequency (`the`, `of`, `and`, ...), so id order is a general word-frequency list that ships with the
-   model, and words a task's text never used still split as before when they are common.
+4. with `fill=True`, unseen pieces in vocabulary order until `max_tokens` is reached, skipping reserved tokens
+   (`[unused0]`, ...): BERT's WordPiece vocabulary (and so MiniLM's, DistilBERT's and ELECTRA's) lists its pieces
+   after the special tokens and characters by pre-training frequency (`the`, `of`, `and`, ...), so id order is a
+   general word-frequency list that ships with the model, and words a task's text never used still split as before
+   when they are common.
 
 Every piece of a word the trimmed tokenizer saw is kept, so WordPiece's greedy longest-match splits that word
 exactly as before (the longest matching piece is still there, and no longer one can appear): on the text it was
@@ -83,6 +84,11 @@ def token_counts(tokenizer, texts: Iterable, batch_size: int = 4096) -> tuple[np
     return counts, len(segments)
 
 
+def _is_reserved(token: str) -> bool:
+    """A bracketed placeholder such as BERT's `[unused0]` (never produced by the tokenizer from text)."""
+    return len(token) > 2 and token.startswith("[") and token.endswith("]")
+
+
 def _is_character(token: str, suffix: str) -> bool:
     return len(token) == 1 or (token.startswith(suffix) and len(token) == len(suffix) + 1)
 
@@ -116,7 +122,8 @@ def select_tokens(model, texts: Iterable = (), *, min_count: int = 1, max_tokens
     if max_tokens is not None:
         seen = seen[:max_tokens - len(required)]
     kept = required | set(seen)
-    filled = set(itertools.islice((i for i in range(len(vocab)) if i not in kept), max_tokens - len(kept))) if fill else set()
+    unseen = (i for i, t in enumerate(vocab) if i not in kept and not _is_reserved(t))
+    filled = set(itertools.islice(unseen, max_tokens - len(kept))) if fill else set()
     ids = np.array(sorted(kept | filled), np.int64)
     return TokenSelection(ids, [vocab[i] for i in ids], counts, len(vocab), len(special), len(chars), n_texts,
                           len(filled))
