@@ -226,6 +226,8 @@ def test_a_stage_that_cannot_run_prints_one_line(tmp_path, capsys):
 
 
 def test_trim_vocabulary_stage_keeps_the_corpus_pieces_and_counts_the_cost(tmp_path, finetuned):
+    from tfbertopt.evaluation import evaluate
+    from tfbertopt.runner import load_data
     from tfbertopt.saving import load_model
 
     original = load_model(finetuned).preprocessor.tokenizer.get_vocabulary()
@@ -243,4 +245,7 @@ def test_trim_vocabulary_stage_keeps_the_corpus_pieces_and_counts_the_cost(tmp_p
     # Dev sentences use words outside the six: they now hold [UNK], and the stage says how many.
     assert 0 < stage["coverage"]["texts_with_new_unk"] <= stage["coverage"]["texts"]
     assert stage["tags"] == ["vocab-trim"]
+    _, dev = load_data(load_recipe(_write(tmp_path, recipe)))     # the cost: dev metrics before and after the trim
+    assert stage["dev_before"] == evaluate(load_model(finetuned), dev)
+    assert stage["dev_after"] == evaluate(load_model(stage["model"]), dev)
     assert json.loads((out / "state.json").read_text())["finished"]["01_export"]["exports"][0]["verification"]["passed"]

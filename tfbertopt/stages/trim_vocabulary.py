@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import ClassVar
 
+from tfbertopt.evaluation import evaluate
 from tfbertopt.stages.base import RecipeError, Stage, resolve_path, say
 from tfbertopt.vocabulary import select_tokens, trim_vocabulary, vocabulary_coverage
 
@@ -18,8 +19,8 @@ def read_corpus(path: str) -> list[str]:
 class TrimVocabularyStage(Stage):
     """Trims the vocabulary to the WordPieces of the training text (and `corpus`, a text file), with the special
     tokens and single characters, within `max_tokens`: token table, tokenizer and the exported file's MediaPipe
-    vocabulary together (`tfbertopt.vocabulary`). Reports, on the dev set, how many sentences now split differently
-    and how many pieces became [UNK]. WordPiece families only (BERT, MiniLM, ELECTRA, DistilBERT)."""
+    vocabulary together (`tfbertopt.vocabulary`). Reports, on the dev set, how many sentences now split differently,
+    how many pieces became [UNK], and the dev metrics before and after the trim (what it costs). WordPiece families only (BERT, MiniLM, ELECTRA, DistilBERT)."""
 
     name = "trim_vocabulary"
     options: ClassVar[dict] = {
@@ -59,6 +60,9 @@ class TrimVocabularyStage(Stage):
         coverage = vocabulary_coverage(run.model, trimmed, dev.texts)
         say(f"trim_vocabulary: on dev, {coverage['texts_changed']} of {coverage['texts']} examples split "
             f"differently, {coverage['texts_with_new_unk']} gained [UNK] ({coverage['new_unk_pieces']} pieces)")
+        before, after = evaluate(run.model, dev), evaluate(trimmed, dev)
+        say("trim_vocabulary: dev " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in before))
         run.model = trimmed
         return self.save_model(run, stage_dir, {"kept": len(keep), "vocabulary_size": keep.vocabulary_size,
-                                                "coverage": coverage, "tags": self.tags(options)})
+                                                "coverage": coverage, "dev_before": before, "dev_after": after,
+                                                "tags": self.tags(options)})
