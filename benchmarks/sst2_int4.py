@@ -12,8 +12,6 @@ train from the same model, then exported as "int4" (its trained kernels stored e
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import sys
 import time
@@ -22,33 +20,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfbertopt.bench import harness  # noqa: E402
 from tfbertopt.bench.harness import command_line  # noqa: E402
+from tfbertopt.bench.peers import ai_edge_quantizer_rows  # noqa: E402
 from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, time_round_robin  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
-from tfbertopt.export.litert import ExportResult, op_counts  # noqa: E402
-from tfbertopt.export.verify import verify_litert  # noqa: E402
-from tfbertopt.kernels import count_params  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
-from tfbertopt.train import predict_logits  # noqa: E402
-
-# ai-edge-quantizer's ready recipes, applied to the float32 file as a user would (`recipe.<name>()`).
-PEERS = {"aeq-dynamic-wi8": "dynamic_wi8_afp32", "aeq-dynamic-wi4": "dynamic_wi4_afp32",
-         "aeq-dynamic-wi4b32": "dynamic_wi4b32_afp32"}
-
 
 def log(message: str) -> None:
     print(f"[sst2_int4 {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def peer_file(float_path: str, recipe_name: str, out_path: str) -> ExportResult:
-    from ai_edge_quantizer import quantizer, recipe
-
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        result = quantizer.Quantizer(float_path, getattr(recipe, recipe_name)()).quantize()
-    data = bytes(result.quantized_model)
-    with open(out_path, "wb") as f:
-        f.write(data)
-    return ExportResult(out_path, recipe_name, len(data), op_counts(data), 128, ())
 
 
 def main(argv=None) -> int:
@@ -69,7 +48,6 @@ def main(argv=None) -> int:
         dev = dev.take(args.dev_examples)
     model = load_model(args.model, compile=False)
     features = encode(dev.texts, model.preprocessor)
-    keras_logits = predict_logits(model, features)
     rows = []
     ours = [("baseline", ["baseline", "teacher", "finetune"], "float32"),
             ("baseline-int8", ["ptq-dynamic", "converter-default"], "dynamic"),
@@ -80,18 +58,8 @@ def main(argv=None) -> int:
         rows.append(harness.measure_variant(model, variant, tags, None if variant == "baseline" else "baseline", dev,
                                             args.work, None, quantization=quantization, threads=(),
                                             features=features))
-    float_path = os.path.join(args.work, "baseline_float32.tflite")
-    macs, params = harness.model_macs(model), count_params(model)
-    for variant, recipe_name in PEERS.items():
-        log(f"{variant}: ai-edge-quantizer recipe.{recipe_name}() on the float32 file, verify")
-        result = peer_file(float_path, recipe_name, os.path.join(args.work, f"{variant}_{recipe_name}.tflite"))
-        report = verify_litert(result.path, model, dev, quantized=True, features=features, keras_logits=keras_logits)
-        log(f"{variant}: {report.summary()}")
-        row = harness.litert_row(variant, ["ai-edge-quantizer", "int4" if "wi4" in recipe_name else "ptq-dynamic"],
-                                 "baseline", result, report, dev.task.name, macs, params, None, None, None)
-        row["dev_examples"] = len(dev)
-        row["notes"] = f"ai-edge-quantizer {recipe_name}: FULLY_CONNECTED weights only (GATHER table stays float)"
-        rows.append(row)
+    rows += ai_edge_quantizer_rows(model, os.path.join(args.work, "baseline_float32.tflite"), dev, args.work,
+                                   features=features, log=log)
     if args.qat_steps:
         from tfbertopt.quantization import QuantizationConfig, quantize_model
         from tfbertopt.train import finetune

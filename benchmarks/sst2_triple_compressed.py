@@ -12,7 +12,8 @@ has no teacher row, so this script then exports and verifies four files on the f
     triple-compressed    the recipe's final model, dynamic-range int8 (all three)
 
 plus one row per other quantization the recipe's export stage writes (e.g. `<final>-int4`, each verified the same
-way), for comparison the final model as full-integer int8 (calibrated; not the paper's method), and, for a
+way), with `--peers` ai-edge-quantizer's ready recipes on the final float32 file (`tfbertopt.bench.peers`), for
+comparison the final model as full-integer int8 (calibrated; not the paper's method), and, for a
 single-sentence task with mediapipe installed, MediaPipe's TextClassifier on the raw dev sentences of every
 compressed quantized file (`mediapipe_agreement`: same label as the interpreter; `mediapipe_score`). It times them
 all back to back after measuring this machine's int8 peak (batch 1, sequence 128, 2 and 1 threads), so that no
@@ -45,6 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tfbertopt.bench import harness  # noqa: E402
 from tfbertopt.bench.harness import command_line  # noqa: E402
 from tfbertopt.bench.mediapipe import mediapipe_agreement  # noqa: E402
+from tfbertopt.bench.peers import ai_edge_quantizer_rows  # noqa: E402
 from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, retime_round_robin, time_round_robin  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
@@ -113,6 +115,8 @@ def main(argv=None) -> int:
                         help="recipe override, as `tfbertopt run --set` (e.g. data.max_train_examples=64 for a "
                              "smoke test)")
     parser.add_argument("--skip-full-int8", action="store_true", help="skip the full-integer int8 comparison row")
+    parser.add_argument("--peers", action="store_true",
+                        help="add ai-edge-quantizer's ready recipes on the compressed float32 file (peer rows)")
     parser.add_argument("--passes", type=int, default=7, help="round-robin timing passes (fastest reported)")
     parser.add_argument("--timing-only", action="store_true",
                         help="only re-time the files of an existing --out results file (after a noisy first run)")
@@ -190,11 +194,17 @@ def main(argv=None) -> int:
         row["notes"] = f"full-integer int8 PTQ, 100 calibration examples from {task} train; not the paper's method"
         rows.append(row)
 
+    if args.peers:   # LiteRT's own quantizer on the same compressed float32 file, as its user would run it
+        rows += ai_edge_quantizer_rows(compressed, os.path.join(bench_dir, f"{kind['float_variant']}_float32.tflite"),
+                                       dev, bench_dir, prefix=f"{kind['float_variant']}-", tags=compressed_tags,
+                                       features=features[id(compressed)], log=log)
+
     # MediaPipe's TextClassifier on the raw dev sentences of every compressed quantized file (single sentences only).
     labels = LABELS.get(task)
+    finals = {variant for model, variant, _, q in variants if model is compressed and q != "float32"}
     if labels and importlib.util.find_spec("mediapipe") is not None:
         for row in rows:
-            if row["variant"].startswith(kind["final_variant"]) and row["quantization"] != "float32":
+            if row["variant"] in finals:
                 path = os.path.join(bench_dir, f"{row['variant']}_{row['quantization']}.tflite")
                 found = mediapipe_agreement(compressed, path, dev, labels, features=features[id(compressed)])
                 log(f"{row['variant']}: MediaPipe agrees with the interpreter on {found['mediapipe_agreement']:.2%}"

@@ -1,0 +1,61 @@
+"""Peer rows: ai-edge-quantizer's ready recipes applied to tfbertopt's float32 file, as a user of LiteRT's own
+quantizer would, verified against the same Keras model as tfbertopt's rows of the run.
+
+`ai_edge_quantizer_rows(model, float_path, dev, out_dir)` writes `<out_dir>/<variant>_<recipe>.tflite` for each of
+`PEERS` (so `tfbertopt.bench.retime` times them with the rest) and returns their results rows. The ready recipes
+quantize FULLY_CONNECTED weights only: the converter's GATHER token table stays float. Needs ai-edge-quantizer
+(`pip install 'tfbertopt[int4]'`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+
+from tfbertopt.bench import harness
+from tfbertopt.data.pipeline import encode
+from tfbertopt.export.litert import ExportResult, op_counts
+from tfbertopt.export.verify import verify_litert
+from tfbertopt.kernels import count_params
+from tfbertopt.train import predict_logits
+
+# row variant -> ai-edge-quantizer's `recipe.<name>()`.
+PEERS = {"aeq-dynamic-wi8": "dynamic_wi8_afp32", "aeq-dynamic-wi4": "dynamic_wi4_afp32",
+         "aeq-dynamic-wi4b32": "dynamic_wi4b32_afp32"}
+
+
+def peer_file(float_path, recipe_name: str, out_path: str, sequence_length: int = 128) -> ExportResult:
+    """ai-edge-quantizer's `recipe.<recipe_name>()` applied to the float32 LiteRT file at `float_path`."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        result = quantizer.Quantizer(str(float_path), getattr(recipe, recipe_name)()).quantize()
+    data = bytes(result.quantized_model)
+    with open(out_path, "wb") as f:
+        f.write(data)
+    return ExportResult(out_path, recipe_name, len(data), op_counts(data), sequence_length, ())
+
+
+def ai_edge_quantizer_rows(model, float_path, dev, out_dir, baseline: str = "baseline", prefix: str = "",
+                           tags: tuple = (), features=None, sequence_length: int = 128, log=print) -> list[dict]:
+    """One verified row per `PEERS` recipe on `float_path` (the float32 export of `model`), named
+    `<prefix><variant>`, tagged `ai-edge-quantizer`, `int4` or `ptq-dynamic`, and `tags`."""
+    features = features if features is not None else encode(dev.texts, model.preprocessor)
+    keras_logits = predict_logits(model, features)
+    macs, params = harness.model_macs(model, sequence_length), count_params(model)
+    rows = []
+    for variant, recipe_name in PEERS.items():
+        variant = prefix + variant
+        log(f"{variant}: ai-edge-quantizer recipe.{recipe_name}() on {os.path.basename(str(float_path))}, verify")
+        result = peer_file(float_path, recipe_name, os.path.join(str(out_dir), f"{variant}_{recipe_name}.tflite"),
+                           sequence_length)
+        report = verify_litert(result.path, model, dev, quantized=True, features=features, keras_logits=keras_logits)
+        log(f"{variant}: {report.summary()}")
+        row = harness.litert_row(variant, [*tags, "ai-edge-quantizer", "int4" if "wi4" in recipe_name else
+                                           "ptq-dynamic"], baseline, result, report, dev.task.name, macs, params,
+                                 None, None, None)
+        row["dev_examples"] = len(dev)
+        row["notes"] = f"ai-edge-quantizer {recipe_name}: FULLY_CONNECTED weights only (GATHER table stays float)"
+        rows.append(row)
+    return rows
