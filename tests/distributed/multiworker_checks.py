@@ -39,6 +39,7 @@ from tfbertopt.distribute import distribute_batches, local_path  # noqa: E402
 from tfbertopt.models import tiny_bert_classifier  # noqa: E402
 from tfbertopt.pruning import PolynomialDecay, UpdatePruningStep, get_pruning, prune_low_magnitude  # noqa: E402
 from tfbertopt.quantization import activation_ranges, quantize_model  # noqa: E402
+from tfbertopt.recipe import parse_recipe  # noqa: E402
 from tfbertopt.runner import run_recipe  # noqa: E402
 from tfbertopt.train import finetune  # noqa: E402
 
@@ -140,15 +141,13 @@ def recipe(output_dir):
     model_path = os.path.join(OUT, f"recipe_model_{TAG}.keras")     # the same model, one file per process
     if not os.path.exists(model_path):
         build(2).save(model_path)
-    return {"name": "multiworker", "model": model_path, "task": "sst2", "sequence_length": 16, "seed": SEED,
-            "data": {"source": "demo", "demo_train_examples": N, "on_bad_rows": "raise", "dir": None,
-                     "max_train_examples": None, "max_dev_examples": None},
-            "output_dir": output_dir, "stages": [
-                {"trim_vocabulary": {"train_text": True, "corpus": None, "min_count": 1, "max_tokens": None,
-                                     "characters": True}},
-                {"finetune": {"epochs": 3, "batch_size": BATCH, "learning_rate": 1e-3, "weight_decay": 0.01,
-                              "warmup_fraction": 0.1, "max_steps": None, "length_grouping": 2}}],
-            "distribute": {"strategy": "multi_worker" if STRATEGY else "none"}}
+    return parse_recipe({   # validated as a recipe file would be, so every stage option has its default
+        "name": "multiworker", "model": model_path, "task": "sst2", "sequence_length": 16, "seed": SEED,
+        "data": {"source": "demo", "demo_train_examples": N, "on_bad_rows": "raise"}, "output_dir": output_dir,
+        "stages": [{"trim_vocabulary": {}},
+                   {"finetune": {"epochs": 3, "batch_size": BATCH, "learning_rate": 1e-3, "weight_decay": 0.01,
+                                 "warmup_fraction": 0.1, "length_grouping": 2}}],
+        "distribute": {"strategy": "multi_worker" if STRATEGY else "none"}})
 
 
 class KillAt(keras.callbacks.Callback):
