@@ -144,6 +144,9 @@ def main(argv=None) -> int:
                        "passed": e["verification"]["passed"]}
                       for out in run.state["finished"].values() for e in out.get("exports", [])]
     plan = next((out["plan"] for k, out in run.state["finished"].items() if "plan" in out), None)
+    # What the vocabulary trim kept and cost (dev metrics of the model just before and just after it).
+    trim = next(({k: out[k] for k in ("kept", "vocabulary_size", "coverage", "dev_before", "dev_after") if k in out}
+                 for key, out in run.state["finished"].items() if key.endswith("_trim_vocabulary")), None)
 
     task = recipe["task"]
     kind = KINDS[args.kind]
@@ -216,6 +219,7 @@ def main(argv=None) -> int:
 
     extra = {"data": dev.source, "teacher": teacher_path, "recipe": args.recipe, "recipe_dir": args.work,
              "recipe_stage_seconds": recipe_seconds, "recipe_exports": recipe_exports, "plan": plan,
+             "vocabulary_trim": trim,
              "timing": TIMING_NOTE.format(passes=args.passes),
              "total_seconds": round(time.time() - started, 1)}
     doc = harness.write_results(args.out, name, command_line(), rows, peak, extra=extra)
