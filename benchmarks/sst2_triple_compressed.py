@@ -197,10 +197,11 @@ def main(argv=None) -> int:
         row["notes"] = f"full-integer int8 PTQ, 100 calibration examples from {task} train; not the paper's method"
         rows.append(row)
 
+    peer_failures = []
     if args.peers:   # LiteRT's own quantizer on the same compressed float32 file, as its user would run it
         rows += ai_edge_quantizer_rows(compressed, os.path.join(bench_dir, f"{kind['float_variant']}_float32.tflite"),
                                        dev, bench_dir, prefix=f"{kind['float_variant']}-", tags=compressed_tags,
-                                       features=features[id(compressed)], log=log)
+                                       features=features[id(compressed)], log=log, failures=peer_failures)
 
     # MediaPipe's TextClassifier on the raw dev sentences of every compressed quantized file (single sentences only).
     labels = LABELS.get(task)
@@ -219,7 +220,7 @@ def main(argv=None) -> int:
 
     extra = {"data": dev.source, "teacher": teacher_path, "recipe": args.recipe, "recipe_dir": args.work,
              "recipe_stage_seconds": recipe_seconds, "recipe_exports": recipe_exports, "plan": plan,
-             "vocabulary_trim": trim,
+             "vocabulary_trim": trim, "peer_failures": peer_failures,
              "timing": TIMING_NOTE.format(passes=args.passes),
              "total_seconds": round(time.time() - started, 1)}
     doc = harness.write_results(args.out, name, command_line(), rows, peak, extra=extra)

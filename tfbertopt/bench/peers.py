@@ -38,9 +38,12 @@ def peer_file(float_path, recipe_name: str, out_path: str, sequence_length: int 
 
 
 def ai_edge_quantizer_rows(model, float_path, dev, out_dir, baseline: str = "baseline", prefix: str = "",
-                           tags: tuple = (), features=None, sequence_length: int = 128, log=print) -> list[dict]:
+                           tags: tuple = (), features=None, sequence_length: int = 128, log=print,
+                           failures: list | None = None) -> list[dict]:
     """One verified row per `PEERS` recipe on `float_path` (the float32 export of `model`), named
-    `<prefix><variant>`, tagged `ai-edge-quantizer`, `int4` or `ptq-dynamic`, and `tags`."""
+    `<prefix><variant>`, tagged `ai-edge-quantizer`, `int4` or `ptq-dynamic`, and `tags`. A recipe that
+    ai-edge-quantizer refuses for this model (e.g. blockwise-32 on a width not divisible by 32) gives no row; its
+    one-line reason is logged and appended to `failures` as {"variant", "recipe", "error"}."""
     features = features if features is not None else encode(dev.texts, model.preprocessor)
     keras_logits = predict_logits(model, features)
     macs, params = harness.model_macs(model, sequence_length), count_params(model)
@@ -48,8 +51,15 @@ def ai_edge_quantizer_rows(model, float_path, dev, out_dir, baseline: str = "bas
     for variant, recipe_name in PEERS.items():
         variant = prefix + variant
         log(f"{variant}: ai-edge-quantizer recipe.{recipe_name}() on {os.path.basename(str(float_path))}, verify")
-        result = peer_file(float_path, recipe_name, os.path.join(str(out_dir), f"{variant}_{recipe_name}.tflite"),
-                           sequence_length)
+        try:
+            result = peer_file(float_path, recipe_name, os.path.join(str(out_dir), f"{variant}_{recipe_name}.tflite"),
+                               sequence_length)
+        except Exception as error:    # the peer's own refusal is a result, not a crash of the run
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            log(f"{variant}: ai-edge-quantizer refused: {message}")
+            if failures is not None:
+                failures.append({"variant": variant, "recipe": recipe_name, "error": message})
+            continue
         report = verify_litert(result.path, model, dev, quantized=True, features=features, keras_logits=keras_logits)
         log(f"{variant}: {report.summary()}")
         row = harness.litert_row(variant, [*tags, "ai-edge-quantizer", "int4" if "wi4" in recipe_name else
