@@ -210,7 +210,12 @@ def main(argv=None) -> int:
         for row in rows:
             if row["variant"] in finals:
                 path = os.path.join(bench_dir, f"{row['variant']}_{row['quantization']}.tflite")
-                found = mediapipe_agreement(compressed, path, dev, labels, features=features[id(compressed)])
+                try:
+                    found = mediapipe_agreement(compressed, path, dev, labels, features=features[id(compressed)])
+                except Exception as error:   # recorded: a file MediaPipe cannot be given is a result too
+                    row["mediapipe_error"] = str(error).splitlines()[0]
+                    log(f"{row['variant']}: MediaPipe metadata/run failed: {row['mediapipe_error']}")
+                    continue
                 log(f"{row['variant']}: MediaPipe agrees with the interpreter on {found['mediapipe_agreement']:.2%}"
                     f" of {len(dev)} raw dev sentences (MediaPipe accuracy {found['mediapipe_score']:.4f})")
                 row.update({k: v for k, v in found.items() if k != "mediapipe_file"})
