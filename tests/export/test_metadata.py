@@ -40,17 +40,9 @@ def keras_probabilities(clf, texts):
 
 
 def mediapipe_scores(path, texts, labels=LABELS):
-    from mediapipe.tasks.python.core.base_options import BaseOptions
-    from mediapipe.tasks.python.text import text_classifier
+    from tfbertopt.bench.mediapipe import mediapipe_probabilities
 
-    options = text_classifier.TextClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)))
-    rows = []
-    with text_classifier.TextClassifier.create_from_options(options) as classifier:
-        for text in texts:
-            (head,) = classifier.classify(text).classifications
-            scores = {c.category_name: c.score for c in head.categories}
-            rows.append([scores[label] for label in labels])
-    return np.array(rows, np.float32)
+    return mediapipe_probabilities(path, texts, labels).astype(np.float32)
 
 
 @needs_mediapipe
