@@ -45,7 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfbertopt.bench import harness  # noqa: E402
 from tfbertopt.bench.harness import command_line  # noqa: E402
-from tfbertopt.bench.mediapipe import mediapipe_agreement  # noqa: E402
+from tfbertopt.bench.mediapipe import TASK_LABELS, mediapipe_agreement  # noqa: E402
 from tfbertopt.bench.peers import ai_edge_quantizer_rows  # noqa: E402
 from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, retime_round_robin, time_round_robin  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
@@ -77,10 +77,6 @@ KINDS = {"triple-compressed": {"float_variant": "layerdrop-drop-4-6", "final_var
                                      "final_variant": "embedding-factorized-int8",
                                      "tags": ["embedding-factorization", "distill", "logits-kd"],
                                      "final_tags": ["embedding-factorization", "distill", "logits-kd"]}}
-
-
-# Class names of the single-sentence tasks MediaPipe's TextClassifier is run on (label id order).
-LABELS = {"sst2": ["negative", "positive"], "cola": ["unacceptable", "acceptable"]}
 
 
 def log(message: str) -> None:
@@ -204,7 +200,7 @@ def main(argv=None) -> int:
                                        features=features[id(compressed)], log=log, failures=peer_failures)
 
     # MediaPipe's TextClassifier on the raw dev sentences of every compressed quantized file (single sentences only).
-    labels = LABELS.get(task)
+    labels = TASK_LABELS.get(task)
     finals = {variant for model, variant, _, q in variants if model is compressed and q != "float32"}
     if labels and importlib.util.find_spec("mediapipe") is not None:
         for row in rows:

@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 from tfbertopt.bench import harness, latency  # noqa: E402
+from tfbertopt.bench.mediapipe import TASK_LABELS  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
 from tfbertopt.models import load_classifier  # noqa: E402
@@ -34,7 +35,7 @@ from tfbertopt.train import finetune  # noqa: E402
 from tfbertopt.vocabulary import select_tokens, trim_vocabulary, vocabulary_coverage  # noqa: E402
 
 
-LABELS = ["negative", "positive"]
+LABELS = TASK_LABELS["sst2"]
 
 
 def log(message: str) -> None:

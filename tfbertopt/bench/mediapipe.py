@@ -25,6 +25,9 @@ from tfbertopt.data.pipeline import encode
 from tfbertopt.export.metadata import write_metadata
 from tfbertopt.export.verify import run_litert
 
+# Class names, in label id order, of the single-sentence GLUE tasks a TextClassifier can be given.
+TASK_LABELS = {"sst2": ["negative", "positive"], "cola": ["unacceptable", "acceptable"]}
+
 
 def mediapipe_probabilities(path, texts, labels) -> np.ndarray:
     """(len(texts), len(labels)) scores from MediaPipe's TextClassifier on the file at `path`, in `labels` order."""

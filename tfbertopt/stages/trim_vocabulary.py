@@ -20,7 +20,8 @@ class TrimVocabularyStage(Stage):
     """Trims the vocabulary to the WordPieces of the training text (and `corpus`, a text file), with the special
     tokens and single characters, within `max_tokens`: token table, tokenizer and the exported file's MediaPipe
     vocabulary together (`tfbertopt.vocabulary`). Reports, on the dev set, how many sentences now split differently,
-    how many pieces became [UNK], and the dev metrics before and after the trim (what it costs). WordPiece families only (BERT, MiniLM, ELECTRA, DistilBERT)."""
+    how many pieces became [UNK], and the dev metrics before and after the trim (what it costs). WordPiece families
+    only (BERT, MiniLM, ELECTRA, DistilBERT)."""
 
     name = "trim_vocabulary"
     options: ClassVar[dict] = {
