@@ -12,8 +12,10 @@ has no teacher row, so this script then exports and verifies four files on the f
     triple-compressed    the recipe's final model, dynamic-range int8 (all three)
 
 plus one row per other quantization the recipe's export stage writes (e.g. `<final>-int4`, each verified the same
-way), with `--peers` ai-edge-quantizer's ready recipes on the final float32 file (`tfbertopt.bench.peers`), for
-comparison the final model as full-integer int8 (calibrated; not the paper's method), and, for a
+way). A recipe with a `qat` stage is measured twice: the rows above from the float model just before it
+(post-training quantization), and `<final>-qat-<quantization>` rows from the quantization-aware model, one per
+quantization the export stage writes (float32 aside). Then, with `--peers` ai-edge-quantizer's ready recipes on
+the float32 file (`tfbertopt.bench.peers`), for comparison the float model as full-integer int8 (calibrated; not the paper's method), and, for a
 single-sentence task with mediapipe installed, MediaPipe's TextClassifier on the raw dev sentences of every
 compressed quantized file (`mediapipe_agreement`: same label as the interpreter; `mediapipe_score`). It times them
 all back to back after measuring this machine's int8 peak (batch 1, sequence 128, 2 and 1 threads), so that no
@@ -135,6 +137,15 @@ def main(argv=None) -> int:
     recipe_seconds = {k: v.get("seconds") for k, v in run.state["finished"].items()}
     log(f"recipe done: stage seconds {recipe_seconds}")
     compressed = run.model
+    # With a `qat` stage, the model just before it is the float student: its files are the post-training rows, the
+    # quantization-aware model's files the QAT rows beside them.
+    finished = list(run.state["finished"].items())
+    qat_at = next((i for i, (key, _) in enumerate(finished) if key.endswith("_qat")), None)
+    before_qat = None
+    if qat_at is not None:
+        path = next(out["model"] for _, out in reversed(finished[:qat_at]) if out.get("model"))
+        before_qat = load_model(path, compile=False)
+    student = before_qat or compressed
     recipe_exports = [{"path": e["path"], "quantization": e["quantization"], "size_bytes": e["size_bytes"],
                        "tflite_score": round(e["verification"]["tflite_score"], 4),
                        "passed": e["verification"]["passed"]}
@@ -158,12 +169,15 @@ def main(argv=None) -> int:
     # 1. Export and verify every file on the full dev set (no timing yet).
     variants = [(teacher, "baseline", ["baseline", "teacher", "finetune"], "float32"),
                 (teacher, "baseline-int8", ["ptq-dynamic"], "dynamic"),
-                (compressed, kind["float_variant"], compressed_tags, "float32"),
-                (compressed, kind["final_variant"], [*kind["final_tags"], "ptq-dynamic"], "dynamic")]
+                (student, kind["float_variant"], compressed_tags, "float32"),
+                (student, kind["final_variant"], [*kind["final_tags"], "ptq-dynamic"], "dynamic")]
     exported = [q for stage in recipe["stages"] for name, options in stage.items() if name == "export"
                 for q in options["quantization"]]
-    variants += [(compressed, f"{kind['final_variant']}-{q}", [*kind["final_tags"], *MODES[q].tags], q)
+    variants += [(student, f"{kind['final_variant']}-{q}", [*kind["final_tags"], *MODES[q].tags], q)
                  for q in dict.fromkeys(exported) if q not in ("float32", "dynamic") and MODES[q].litert]
+    if before_qat is not None:
+        variants += [(compressed, f"{kind['final_variant']}-qat-{q}", [*kind["final_tags"], "qat", *MODES[q].tags], q)
+                     for q in dict.fromkeys(exported) if q != "float32" and MODES[q].litert]
     features = {}
     rows = []
     for model, variant, tags, quantization in variants:
@@ -181,33 +195,34 @@ def main(argv=None) -> int:
         variant = f"{kind['float_variant']}-full-int8"
         log(f"{variant}: export full-integer int8 (calibrated) and verify on {len(dev)} dev examples")
         train = load_glue(task, "train", data_dir=args.data_dir)
-        feats = features[id(compressed)]
-        result = export_litert(compressed, os.path.join(bench_dir, f"{variant}_int8.tflite"), "int8", 128,
+        feats = features[id(student)]
+        result = export_litert(student, os.path.join(bench_dir, f"{variant}_int8.tflite"), "int8", 128,
                                calibration=train)
-        report = verify_litert(result.path, compressed, dev, quantized=True, features=feats,
-                               keras_logits=predict_logits(compressed, feats))
+        report = verify_litert(result.path, student, dev, quantized=True, features=feats,
+                               keras_logits=predict_logits(student, feats))
         log(f"{variant}: {report.summary()}")
         row = harness.litert_row(variant, [*compressed_tags, "ptq-int8"], "baseline", result, report, dev.task.name,
-                                 harness.model_macs(compressed, 128), count_params(compressed), None, None, None)
+                                 harness.model_macs(student, 128), count_params(student), None, None, None)
         row["dev_examples"] = len(dev)
         row["notes"] = f"full-integer int8 PTQ, 100 calibration examples from {task} train; not the paper's method"
         rows.append(row)
 
     peer_failures = []
     if args.peers:   # LiteRT's own quantizer on the same compressed float32 file, as its user would run it
-        rows += ai_edge_quantizer_rows(compressed, os.path.join(bench_dir, f"{kind['float_variant']}_float32.tflite"),
+        rows += ai_edge_quantizer_rows(student, os.path.join(bench_dir, f"{kind['float_variant']}_float32.tflite"),
                                        dev, bench_dir, prefix=f"{kind['float_variant']}-", tags=compressed_tags,
-                                       features=features[id(compressed)], log=log, failures=peer_failures)
+                                       features=features[id(student)], log=log, failures=peer_failures)
 
     # MediaPipe's TextClassifier on the raw dev sentences of every compressed quantized file (single sentences only).
     labels = TASK_LABELS.get(task)
-    finals = {variant for model, variant, _, q in variants if model is compressed and q != "float32"}
+    finals = {variant: model for model, variant, _, q in variants if model is not teacher and q != "float32"}
     if labels and importlib.util.find_spec("mediapipe") is not None:
         for row in rows:
             if row["variant"] in finals:
                 path = os.path.join(bench_dir, f"{row['variant']}_{row['quantization']}.tflite")
                 try:
-                    found = mediapipe_agreement(compressed, path, dev, labels, features=features[id(compressed)])
+                    model = finals[row["variant"]]
+                    found = mediapipe_agreement(model, path, dev, labels, features=features[id(model)])
                 except Exception as error:   # recorded: a file MediaPipe cannot be given is a result too
                     row["mediapipe_error"] = str(error).splitlines()[0]
                     log(f"{row['variant']}: MediaPipe metadata/run failed: {row['mediapipe_error']}")

@@ -39,7 +39,7 @@ def _write(tmp_path, recipe):
 
 def test_demo_recipe_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "out"
-    run = run_recipe(load_recipe(_write(tmp_path, RECIPE)), str(out))
+    run_recipe(load_recipe(_write(tmp_path, RECIPE)), str(out))
     report = json.loads((out / "report.json").read_text())
     variants = {r["variant"]: r for r in report["rows"]}
     assert set(variants) == {"float32", "dynamic"}
@@ -146,19 +146,22 @@ def test_qat_stage_then_int8_export(tmp_path, finetuned):
     assert row["float_ops"] >= 0
 
 
-def test_qat_stage_for_int4_then_its_export(tmp_path, finetuned):
+@pytest.mark.parametrize("target", ["int4", "dynamic-int4-tables"])
+def test_qat_stage_for_int4_then_its_export(tmp_path, finetuned, target):
     from tfbertopt.quantization import activation_ranges, quantization_config
     from tfbertopt.saving import load_model
 
     recipe = dict(RECIPE, model=finetuned, stages=[
-        {"qat": {"target": "int4", "max_steps": 2, "calibration_steps": 8}},
-        {"export": {"quantization": ["int4"], "verify_examples": 32, "force": True}}])
+        {"qat": {"target": target, "max_steps": 2, "calibration_steps": 8}},
+        {"export": {"quantization": [target], "verify_examples": 32, "force": True}}])
     out = tmp_path / "out"
     run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
     model = load_model(str(out / "00_qat" / "model.keras"))
-    assert quantization_config(model).export_target == "int4" and not activation_ranges(model)
-    report = json.loads((out / "01_export" / "model_int4.tflite.json").read_text())
-    assert report["quantization"] == "int4" and report["verification"]["n"] == 32
+    config = quantization_config(model)
+    assert config.export_target == target and config.table_bits == 4 and not activation_ranges(model)
+    assert type(model.backbone.token_embedding).__name__ == "QuantizedEmbedding"     # saved and loaded as such
+    report = json.loads((out / "01_export" / f"model_{target}.tflite.json").read_text())
+    assert report["quantization"] == target and report["verification"]["n"] == 32
     assert report["ops"]["EMBEDDING_LOOKUP"] == 2 and "GATHER" not in report["ops"]
 
 

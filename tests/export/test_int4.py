@@ -1,5 +1,5 @@
 """int4 export: constant-table GATHERs rewritten exactly, every kernel and table stored as int4, quantization-aware
-int4 kernels stored exactly, and a missing quantizer named in one line."""
+int4 kernels and tables stored exactly, and a missing quantizer named in one line."""
 
 import sys
 
@@ -151,6 +151,26 @@ def test_quantization_aware_int4_kernels_are_stored_exactly(tiny_classifier, tmp
         grid = as_fully_connected(np.asarray(fake_quant_weight(kernel, axes, num_bits=4), np.float32), axes)
         assert stored_as(stored, grid, 1e-6), path
     features = encode(train.texts, model.preprocessor)
+    diff = np.abs(run_litert(result.path, features) - predict_logits(model, features)).max()
+    assert diff < 0.05, diff     # only the on-the-fly activation quantization differs
+
+
+@pytest.mark.parametrize("target", ["int4", "dynamic-int4-tables"])
+def test_quantization_aware_tables_are_stored_exactly(tiny_classifier, tmp_path, target):
+    train = demo_examples("train", 32)
+    config = QuantizationConfig.for_export(target)
+    assert config.export_target == target and config.table_bits == 4
+    model = quantize_model(tiny_classifier, config)
+    backbone = model.backbone
+    tables = [np.asarray(fake_quant_weight(layer.embeddings, (0,), num_bits=4), np.float32)
+              for layer in (backbone.token_embedding, backbone.segment_embedding)]
+    features = encode(train.texts, model.preprocessor)
+    ids = features["token_ids"][:2]
+    assert np.allclose(np.asarray(backbone.token_embedding(ids)), tables[0][ids])    # training sees the grid
+    result = export_litert(model, tmp_path / f"qat_{target}.tflite", target, sequence_length=16)
+    stored = int4_weights_of(result.path)["EMBEDDING_LOOKUP"]
+    for table in tables:
+        assert any(w.shape == table.shape and np.allclose(w, table, rtol=1e-5, atol=1e-7) for w in stored)
     diff = np.abs(run_litert(result.path, features) - predict_logits(model, features)).max()
     assert diff < 0.05, diff     # only the on-the-fly activation quantization differs
 

@@ -176,3 +176,35 @@ def test_refuses_cased_tokenizers_and_two_input_models(tmp_path):
     two = export_litert(distil, tmp_path / "d.tflite", sequence_length=8).path
     with pytest.raises(MetadataError, match="exactly 3 int32 inputs"):
         md.mediapipe_input_layout(two)
+
+
+def constant_bytes(path) -> list[bytes]:
+    """The bytes of every constant tensor of the file's main subgraph, in tensor order, wherever the file stores them
+    (inside the flatbuffer, or after it at `offset`, as ai-edge-quantizer writes them)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    buf = open(path, "rb").read()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(buf, 0))
+    out = []
+    for tensor in model.subgraphs[0].tensors:
+        b = model.buffers[tensor.buffer]
+        if b.offset > 1:
+            out.append(buf[b.offset:b.offset + b.size])
+        elif b.data is not None:
+            out.append(np.asarray(b.data, np.uint8).tobytes())
+    return out
+
+
+@needs_mediapipe
+def test_constants_stored_after_the_flatbuffer_survive(tmp_path):
+    from tfbertopt.data.demo import demo_vocabulary
+    from tfbertopt.models import tiny_bert_classifier
+
+    # Over 256 KiB of weights: ai-edge-quantizer then stores them after the flatbuffer.
+    clf = tiny_bert_classifier(demo_vocabulary(), num_layers=2, hidden_dim=128, num_heads=2, intermediate_dim=512,
+                               sequence_length=16)
+    path = export_litert(clf, tmp_path / "m.tflite", "dynamic-int4-tables", sequence_length=16).path
+    before = constant_bytes(path)
+    assert sum(map(len, before)) > 256 * 1024
+    written = write_metadata(path, clf, LABELS, tmp_path / "m_md.tflite", max_score_diff=0.2)
+    assert constant_bytes(written.path) == before

@@ -454,6 +454,12 @@ def _embed(buf: bytes, vocab, layout, labels, output: str, info: dict, md=None) 
     md = md or _metadata_schema()
     schema = _model_schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(buf, 0))
+    for buffer in model.buffers:
+        # ai-edge-quantizer stores constants after the flatbuffer (`offset`, `size` from the file's start, 1 for
+        # none); re-serializing moves that end, so they go inside the flatbuffer, where the converter keeps its own.
+        if buffer.offset > 1:
+            buffer.data = np.frombuffer(buf, np.uint8, count=buffer.size, offset=buffer.offset)
+            buffer.offset = buffer.size = 0
     _, outputs = _io_tensors(buf)
     keep = next(o["index"] for o in outputs if o.get("signature_name", o["name"]) == output)
     model.subgraphs[0].outputs = np.array([keep], np.int32)

@@ -39,7 +39,8 @@ low-rank; `shared_with: j` makes layer i call layer j's encoder object again (cr
 once; ALBERT is every layer `shared_with: 0`); `attention_shared_with: j` / `ffn_shared_with: j` share only that
 block. `quantization` (a `QuantizationConfig` dict) builds the quantization-aware form (`tfbertopt.quantization`):
 every encoder layer quantized, fake-quants on the embedding sum and the embedding LayerNorm output (point
-"embeddings") and on the table lookups (point "embedding_lookups"), and a `QuantizedEinsumDense` pooler.
+"embeddings") and on the table lookups (point "embedding_lookups"), a `QuantizedEinsumDense` pooler, and with
+`table_bits` token and segment tables rounded per row (`QuantizedEmbedding`).
 
 Example:
 
@@ -76,6 +77,7 @@ from tfbertopt.layers.activation_quantizer import ActivationQuantizer
 from tfbertopt.layers.compressed_transformer_encoder import (
     ATTENTIONS, CompressedTransformerEncoder, PrunedTransformerEncoder)
 from tfbertopt.layers.quantized_einsum_dense import QuantizedEinsumDense
+from tfbertopt.layers.quantized_embedding import QuantizedEmbedding
 from tfbertopt.layers.quantized_layer_normalization import QuantizedLayerNormalization
 from tfbertopt.layers.relative_position_embedding import RelativePositionEmbedding
 from tfbertopt.quantizers.config import QuantizationConfig
@@ -120,18 +122,20 @@ class CompressedBackbone(Backbone):
         after_norm = embedding_dim is not None and embedding_projection == "after_norm"   # ALBERT has one at E = H
         narrow = embedding_dim is not None and (embedding_dim != hidden_dim or after_norm)
         table_dim = embedding_dim if after_norm else hidden_dim    # the width tokens are added and normalised at
-        self.token_embedding = keras.layers.ReversibleEmbedding(
+        table_bits = None if quantization is None else quantization.table_bits
+        tables = {} if table_bits is None else {"table_bits": table_bits}
+        self.token_embedding = (keras.layers.ReversibleEmbedding if table_bits is None else QuantizedEmbedding)(
             vocabulary_size, embedding_dim if narrow else hidden_dim, embeddings_initializer=init, dtype=dtype,
-            name="token_embedding")
+            name="token_embedding", **tables)
         self.embedding_projection = keras.layers.Dense(
             hidden_dim, use_bias=after_norm, kernel_initializer=init, dtype=dtype,
             name="embedding_projection") if narrow else None
         self.position_embedding = PositionEmbedding(
             sequence_length=max_sequence_length, initializer=init, dtype=dtype,
             name="position_embedding") if absolute_positions else None
-        self.segment_embedding = keras.layers.Embedding(
+        self.segment_embedding = (keras.layers.Embedding if table_bits is None else QuantizedEmbedding)(
             num_segments, table_dim, embeddings_initializer=init, dtype=dtype,
-            name="segment_embedding") if num_segments else None
+            name="segment_embedding", **tables) if num_segments else None
         n_terms = 1 + bool(absolute_positions) + bool(num_segments)
         self.embeddings_add = keras.layers.Add(dtype=dtype, name="embeddings_add") if n_terms > 1 else None
         if quantization is not None and quantization.quantizes("layer_norm_internals"):

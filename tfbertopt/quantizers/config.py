@@ -70,6 +70,8 @@ class QuantizationConfig:
       output_channel_spread: projections whose calibrated output channels spread by more than this (max over median)
         get per-channel output scales, as `export_litert(..., "int8-matmul")` gives them
         (`tfbertopt.export.channel_equalization`); set by `quantize_model(..., calibration=)`. None: one scale.
+      table_bits: bits of the symmetric per-row grid of the token and segment tables (4: the int4
+        EMBEDDING_LOOKUPs of "int4" and "dynamic-int4-tables"; `QuantizedEmbedding`). None: float tables.
     """
 
     weight_bits: int = 8
@@ -78,6 +80,7 @@ class QuantizationConfig:
     ema_decay: float = 0.99
     symmetric_activations: bool = False
     output_channel_spread: float | None = None
+    table_bits: int | None = None
 
     def __post_init__(self):
         points = (self.points,) if isinstance(self.points, str) else tuple(self.points)
@@ -85,8 +88,10 @@ class QuantizationConfig:
         unknown = sorted(set(points) - set(POINTS))
         if unknown:
             raise ValueError(f"unknown quantization points {unknown}; choose from {sorted(POINTS)}")
-        for name in ("weight_bits", "activation_bits"):
+        for name in ("weight_bits", "activation_bits", "table_bits"):
             bits = getattr(self, name)
+            if name == "table_bits" and bits is None:
+                continue
             if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
                 raise ValueError(f"{name} must be an integer in [2, 16], got {bits!r}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -99,14 +104,17 @@ class QuantizationConfig:
     def for_export(cls, quantization: str = "int8"):
         """The scheme that trains what `export_litert(model, path, quantization)` runs: "int8" (full integer: every
         point but the LayerNorm internals) or "int8-matmul" (int8 projections with per-channel output scales where
-        the channels spread, everything else float) or "int4" (4-bit per-channel kernels, float activations: the
-        dynamic-range int4 graph of `tfbertopt.export.int4`)."""
+        the channels spread, everything else float) or "int4" (4-bit per-channel kernels and per-row tables, float
+        activations: the dynamic-range int4 graph of `tfbertopt.export.int4`) or "dynamic-int4-tables" (8-bit
+        per-channel kernels and 4-bit per-row tables, float activations)."""
         if quantization == "int8":
             return cls()
         if quantization == "int8-matmul":
             return cls(points=MATMUL_POINTS, output_channel_spread=DEFAULT_MIN_SPREAD)
         if quantization == "int4":
-            return cls(weight_bits=4, points=())
+            return cls(weight_bits=4, points=(), table_bits=4)
+        if quantization == "dynamic-int4-tables":
+            return cls(weight_bits=8, points=(), table_bits=4)
         raise ValueError(f"quantization-aware training targets quantization {' or '.join(map(repr, TARGETS))}, "
                          f"got {quantization!r}")
 
@@ -115,6 +123,8 @@ class QuantizationConfig:
         """The `export_litert` quantization this scheme trains for (see `for_export`)."""
         if self.weight_bits == 4 and not self.points:
             return "int4"
+        if self.weight_bits == 8 and self.table_bits == 4 and not self.points:
+            return "dynamic-int4-tables"
         return "int8-matmul" if self.matmul_only else "int8"
 
     @property

@@ -49,7 +49,7 @@ MODES = {mode.name: mode for mode in (
     QuantizationMode("mixed", ("mixed-precision",), calibrated=True, litert=False),
     QuantizationMode("int4", ("int4",), qat_target=True, writer="ai-edge-quantizer"),
     QuantizationMode("int4-block32", ("int4",), writer="ai-edge-quantizer"),
-    QuantizationMode("dynamic-int4-tables", ("ptq-dynamic", "int4"), writer="ai-edge-quantizer"),
+    QuantizationMode("dynamic-int4-tables", ("ptq-dynamic", "int4"), qat_target=True, writer="ai-edge-quantizer"),
 )}
 
 

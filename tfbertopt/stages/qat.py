@@ -1,4 +1,4 @@
-"""The `qat` stage: quantization-aware fine-tuning for an int8 LiteRT graph."""
+"""The `qat` stage: quantization-aware fine-tuning for a quantized LiteRT graph."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ class QatStage(Stage):
     options: ClassVar[dict] = {
         "target": ("int8", str, "the LiteRT graph trained for (and the export it takes): int8 (full integer), "
                                 "int8-matmul (int8 matmuls with per-channel output scales where the channels "
-                                "spread, float elsewhere) or int4 (4-bit per-channel kernels, float activations)"),
+                                "spread, float elsewhere), int4 (4-bit per-channel kernels and per-row "
+                                "tables, float activations) or dynamic-int4-tables (8-bit kernels, 4-bit tables)"),
         "points": (None, list, "activations that carry an int8 fake-quant (see "
                                "tfbertopt.quantization.QuantizationConfig); default: the target's"),
         "symmetric_activations": (False, bool, "symmetric activation ranges (Q8BERT) instead of LiteRT's asymmetric"),
@@ -56,7 +57,8 @@ class QatStage(Stage):
         config = dataclasses.replace(config, points=tuple(options["points"] or config.points),
                                      ema_decay=options["ema_decay"],
                                      symmetric_activations=options["symmetric_activations"])
-        say(f"qat for the {options['target']} graph: {config.weight_bits}-bit kernels, {config.activation_bits}-bit "
+        tables = f"{config.table_bits}-bit tables, " if config.table_bits else ""
+        say(f"qat for the {options['target']} graph: {config.weight_bits}-bit kernels, {tables}{config.activation_bits}-bit "
             f"fake-quant at {', '.join(config.points) or 'no activations'}; ranges from "
             f"{options['calibration_steps']} training examples")
         teacher = run.model
