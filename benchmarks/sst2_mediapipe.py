@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 def main(argv=None):
     from tfbertopt.bench import harness
     from tfbertopt.bench.harness import command_line
-    from tfbertopt.bench.mediapipe import mediapipe_probabilities
+    from tfbertopt.bench.mediapipe import TASK_LABELS, mediapipe_probabilities
     from tfbertopt.data.glue import load_glue
     from tfbertopt.data.pipeline import encode
     from tfbertopt.export.litert import export_litert
@@ -42,7 +42,7 @@ def main(argv=None):
     model = load_model(args.model)
     dev = load_glue("sst2", "dev", data_dir=args.data_dir)
     texts = [t[0] for t in dev.texts]
-    labels = ["negative", "positive"]  # SST-2 label ids 0, 1
+    labels = TASK_LABELS["sst2"]
     logits = predict_logits(model, encode(dev.texts, model.preprocessor))
     keras_probs = np.exp(logits - logits.max(-1, keepdims=True))
     keras_probs /= keras_probs.sum(-1, keepdims=True)
