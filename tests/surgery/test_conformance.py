@@ -35,7 +35,7 @@ FAMILIES = {
 }
 METHODS = ["compressed copy", "magnitude pruning", "shrink heads+FFN", "drop a layer", "layerdrop",
            "svd at full rank", "embedding factorization", "share layers", "unshare layers", "qat int8",
-           "qat int8-matmul", "trim vocabulary"]
+           "qat int8-matmul", "qat dynamic-int4-tables", "trim vocabulary"]
 _E_WIDE = "already 8 wide"
 EXPECTED_ERRORS = {
     ("electra", "embedding factorization"): (UnsupportedModelError, _E_WIDE),
@@ -142,7 +142,12 @@ def check(method, clf, x):
         config = QuantizationConfig.for_export(method.split()[1])
         qat = quantize_model(clf, config, calibration=x, calibration_steps=4)
         ranges = activation_ranges(qat)
-        assert ranges and all(lo <= 0.0 <= hi for lo, hi in ranges.values())
+        assert bool(ranges) == bool(config.points) and all(lo <= 0.0 <= hi for lo, hi in ranges.values())
+        if config.table_bits:                   # every row of the token table is looked up on its own grid
+            table = np.asarray(qat.backbone.token_embedding.embeddings)
+            rows = np.asarray(qat.backbone.token_embedding(x["token_ids"]))
+            scale = np.abs(table[x["token_ids"]]).max(-1, keepdims=True) / (2 ** (config.table_bits - 1) - 1)
+            np.testing.assert_allclose(rows / scale, np.round(rows / scale), atol=1e-3)
         labels = predict_logits(qat, x).argmax(-1)
         assert labels.shape == (4,)
     elif method == "trim vocabulary":
