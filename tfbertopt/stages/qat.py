@@ -58,9 +58,9 @@ class QatStage(Stage):
                                      ema_decay=options["ema_decay"],
                                      symmetric_activations=options["symmetric_activations"])
         tables = f"{config.table_bits}-bit tables, " if config.table_bits else ""
-        say(f"qat for the {options['target']} graph: {config.weight_bits}-bit kernels, {tables}{config.activation_bits}-bit "
-            f"fake-quant at {', '.join(config.points) or 'no activations'}; ranges from "
-            f"{options['calibration_steps']} training examples")
+        activations = (f"{config.activation_bits}-bit fake-quant at {', '.join(config.points)}, ranges from "
+                       f"{options['calibration_steps']} training examples" if config.points else "float activations")
+        say(f"qat for the {options['target']} graph: {config.weight_bits}-bit kernels, {tables}{activations}")
         teacher = run.model
         run.model = quantize_model(run.model, config, calibration=train,
                                    calibration_steps=options["calibration_steps"])
