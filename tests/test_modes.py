@@ -14,7 +14,7 @@ def test_every_list_is_read_from_the_registry():
                              "dynamic-int4-tables")
     assert CALIBRATED == ("int8", "16x8", "int8-matmul") and FULL_INTEGER == ("int8", "16x8")
     assert "mixed" in QUANTIZATION_CHOICES and "16x8" not in QUANTIZATION_CHOICES     # 16x8: Python only
-    assert TARGETS == ("int8", "int8-matmul", "int4", "dynamic-int4-tables")
+    assert TARGETS == ("int8", "int8-matmul", "int4", "int4-block32", "dynamic-int4-tables")
     assert INT4 == tuple(LAYOUTS) == ("int4", "int4-block32", "dynamic-int4-tables")    # each has a layout
     assert {name: tuple(tags) for name, tags in VARIANT_TAGS.items()} == {n: m.tags for n, m in MODES.items()}
 

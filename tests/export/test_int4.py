@@ -21,7 +21,8 @@ from tfbertopt.train import predict_logits
 
 def int4_weights_of(path) -> dict:
     """{op kind: [dequantized float weight of each int4 tensor it reads]}, unpacked from the file (two signed
-    nibbles per byte, low first; one scale per row of the weight's first axis, or per block)."""
+    nibbles per byte, low first; one scale per row of the weight's first axis, or one float16 scale per block of a
+    row, from the scales tensor the blockwise details name)."""
     model = flatbuffer_utils.read_model(str(path))
     kinds = {i: flatbuffer_utils.opcode_to_name(model, i) for i in range(len(model.operatorCodes))}
     out = {}
@@ -34,11 +35,16 @@ def int4_weights_of(path) -> dict:
                 packed = np.asarray(model.buffers[tensor.buffer].data, np.uint8)
                 nibbles = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(-1)[:int(np.prod(tensor.shape))]
                 values = np.where(nibbles >= 8, nibbles.astype(np.int32) - 16, nibbles).reshape(tensor.shape)
-                scale = np.asarray(tensor.quantization.scale, np.float32)
-                if scale.size == tensor.shape[0]:
+                details = tensor.quantization.details
+                if details is not None and hasattr(details, "blockSize"):
+                    scales = graph.tensors[details.scales]
+                    scales = np.frombuffer(np.asarray(model.buffers[scales.buffer].data, np.uint8).tobytes(),
+                                           np.float16).astype(np.float32).reshape(scales.shape)
+                    blocks = values.reshape(tensor.shape[0], -1, details.blockSize)
+                    weight = (blocks * scales[..., None]).reshape(tensor.shape)
+                else:
+                    scale = np.asarray(tensor.quantization.scale, np.float32)
                     weight = values * scale.reshape(-1, *[1] * (len(tensor.shape) - 1))
-                else:   # blockwise: the scales are a tensor of their own (not needed by these tests)
-                    weight = None
                 out.setdefault(kinds[op.opcodeIndex], []).append(weight)
     return out
 
@@ -141,28 +147,34 @@ def test_post_training_int4_rounds_each_kernel_to_its_channel_grid(shared_classi
         assert stored_as(stored, kernel, 0.6 * step), path   # half a step, and the fitted constant's error
 
 
-def test_quantization_aware_int4_kernels_are_stored_exactly(tiny_classifier, tmp_path):
+@pytest.mark.parametrize("target", ["int4", "int4-block32"])
+def test_quantization_aware_int4_kernels_are_stored_exactly(tiny_classifier, tmp_path, target):
     train = demo_examples("train", 32)
-    model = quantize_model(tiny_classifier, QuantizationConfig.for_export("int4"))
-    assert QuantizationConfig.for_export("int4").export_target == "int4"
-    result = export_litert(model, tmp_path / "qat_int4.tflite", "int4", sequence_length=16)
+    config = QuantizationConfig.for_export(target)
+    assert config.export_target == target
+    model = quantize_model(tiny_classifier, config)
+    result = export_litert(model, tmp_path / f"qat_{target}.tflite", target, sequence_length=16)
     stored = int4_weights_of(result.path)["FULLY_CONNECTED"]
     for path, kernel, axes in projections(model):
-        grid = as_fully_connected(np.asarray(fake_quant_weight(kernel, axes, num_bits=4), np.float32), axes)
-        assert stored_as(stored, grid, 1e-6), path
+        grid = np.asarray(fake_quant_weight(kernel, axes, 4, config.weight_block_size), np.float32)
+        grid = as_fully_connected(grid, axes)
+        # The converter folds 1/sqrt(head size) into the query kernel; blockwise scales, kept at bfloat16 precision,
+        # then round again (the integers stay the same: 7 x 2^-8 is under half a step).
+        folded = config.weight_block_size is not None and path.endswith("query/kernel")
+        assert stored_as(stored, grid, 2 ** -8 * np.abs(grid).max() if folded else 1e-6), path
     features = encode(train.texts, model.preprocessor)
     diff = np.abs(run_litert(result.path, features) - predict_logits(model, features)).max()
     assert diff < 0.05, diff     # only the on-the-fly activation quantization differs
 
 
-@pytest.mark.parametrize("target", ["int4", "dynamic-int4-tables"])
+@pytest.mark.parametrize("target", ["int4", "int4-block32", "dynamic-int4-tables"])
 def test_quantization_aware_tables_are_stored_exactly(tiny_classifier, tmp_path, target):
     train = demo_examples("train", 32)
     config = QuantizationConfig.for_export(target)
     assert config.export_target == target and config.table_bits == 4
     model = quantize_model(tiny_classifier, config)
     backbone = model.backbone
-    tables = [np.asarray(fake_quant_weight(layer.embeddings, (0,), num_bits=4), np.float32)
+    tables = [np.asarray(fake_quant_weight(layer.embeddings, (0,), 4, config.weight_block_size), np.float32)
               for layer in (backbone.token_embedding, backbone.segment_embedding)]
     features = encode(train.texts, model.preprocessor)
     ids = features["token_ids"][:2]

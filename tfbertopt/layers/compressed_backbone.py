@@ -123,7 +123,7 @@ class CompressedBackbone(Backbone):
         narrow = embedding_dim is not None and (embedding_dim != hidden_dim or after_norm)
         table_dim = embedding_dim if after_norm else hidden_dim    # the width tokens are added and normalised at
         table_bits = None if quantization is None else quantization.table_bits
-        tables = {} if table_bits is None else {"table_bits": table_bits}
+        tables = {} if table_bits is None else {"table_bits": table_bits, "block_size": quantization.weight_block_size}
         self.token_embedding = (keras.layers.ReversibleEmbedding if table_bits is None else QuantizedEmbedding)(
             vocabulary_size, embedding_dim if narrow else hidden_dim, embeddings_initializer=init, dtype=dtype,
             name="token_embedding", **tables)
@@ -175,6 +175,7 @@ class CompressedBackbone(Backbone):
             linear = quantization.quantizer_for("linear")
             self.pooled_dense = QuantizedEinsumDense("ab,bc->ac", (hidden_dim,), bias_axes="c", activation="tanh",
                                                      weight_bits=quantization.weight_bits,
+                                                     weight_block_size=quantization.weight_block_size,
                                                      pre_activation_quantizer=linear, output_quantizer=linear,
                                                      input_quantizer=quantization.quantizer_for("matmul_inputs"),
                                                      float_activation=quantization.matmul_only,

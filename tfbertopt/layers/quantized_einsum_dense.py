@@ -33,6 +33,7 @@ from tfbertopt.quantizers.fake_quant import channel_axes_of, fake_quant_weight
 class QuantizedEinsumDense(keras.layers.EinsumDense):
     """Args (beyond EinsumDense's):
       weight_bits: bits of the symmetric per-channel kernel grid.
+      weight_block_size: one scale per this many consecutive inputs of each channel (blockwise int4), or None.
       output_quantizer: `ActivationQuantizer` config for the output, or None for no output fake-quant.
       pre_activation_quantizer: `ActivationQuantizer` config for the output before `activation`, or None.
       input_quantizer: `ActivationQuantizer` config for the input, or None (the int8-matmul graph quantizes it in
@@ -45,11 +46,12 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
         multiplies its input so that the converter does not make it an int8 op.
     """
 
-    def __init__(self, equation, output_shape, weight_bits: int = 8, output_quantizer: dict | None = None,
+    def __init__(self, equation, output_shape, weight_bits: int = 8, weight_block_size: int | None = None,
+                 output_quantizer: dict | None = None,
                  pre_activation_quantizer: dict | None = None, input_quantizer: dict | None = None,
                  output_channel_scales: bool = False, float_activation: bool = False, **kwargs):
         super().__init__(equation, output_shape, **kwargs)
-        self.weight_bits = int(weight_bits)
+        self.weight_bits, self.weight_block_size = int(weight_bits), weight_block_size
         self.output_channel_scales = bool(output_channel_scales)
         self.float_activation = bool(float_activation)
         self.quantizer_configs = {"output_quantizer": output_quantizer,
@@ -95,7 +97,7 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
     def call(self, inputs, training=None):
         if self.input_quantizer is not None:
             inputs = self.input_quantizer(inputs, training=training)
-        kernel = fake_quant_weight(self.kernel, self._channel_axes, self.weight_bits)
+        kernel = fake_quant_weight(self.kernel, self._channel_axes, self.weight_bits, self.weight_block_size)
         x = ops.einsum(self.equation, inputs, ops.cast(kernel, inputs.dtype))
         if self.bias is not None:
             x = ops.add(x, self.bias)
@@ -120,7 +122,7 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
     def weight_only_call(self, inputs):
         """The layer with its kernel on the int8 grid and no activation fake-quant (the output scale is the identity
         in float): for a graph constant, which the export folds into a constant (DeBERTa's relative embeddings)."""
-        kernel = fake_quant_weight(self.kernel, self._channel_axes, self.weight_bits)
+        kernel = fake_quant_weight(self.kernel, self._channel_axes, self.weight_bits, self.weight_block_size)
         x = ops.einsum(self.equation, inputs, ops.cast(kernel, inputs.dtype))
         if self.bias is not None:
             x = ops.add(x, self.bias)
@@ -142,7 +144,8 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"weight_bits": self.weight_bits, "output_channel_scales": self.output_channel_scales,
+        config.update({"weight_bits": self.weight_bits, "weight_block_size": self.weight_block_size,
+                       "output_channel_scales": self.output_channel_scales,
                        "float_activation": self.float_activation,
                        **self.quantizer_configs})
         return config

@@ -33,19 +33,20 @@ from tfbertopt.quantizers.fake_quant import fake_quant_weight
 class QuantizedEmbedding(keras.layers.ReversibleEmbedding):
     """Args (beyond ReversibleEmbedding's):
       table_bits: bits of the symmetric per-row grid of the table (4: LiteRT's int4 EMBEDDING_LOOKUP).
+      block_size: one float16 scale per this many consecutive entries of a row instead ("int4-block32"), or None.
     """
 
-    def __init__(self, input_dim, output_dim, table_bits: int = 4, **kwargs):
+    def __init__(self, input_dim, output_dim, table_bits: int = 4, block_size: int | None = None, **kwargs):
         super().__init__(input_dim, output_dim, **kwargs)
         if isinstance(table_bits, bool) or not isinstance(table_bits, int) or not 2 <= table_bits <= 16:
             raise ValueError(f"table_bits must be an integer in [2, 16], got {table_bits!r}")
-        self.table_bits = table_bits
+        self.table_bits, self.block_size = table_bits, block_size
 
     def call(self, inputs, reverse=False):
         if reverse:
             return super().call(inputs, reverse=True)
-        table = fake_quant_weight(self.embeddings, channel_axes=(0,), num_bits=self.table_bits)
+        table = fake_quant_weight(self.embeddings, (0,), self.table_bits, self.block_size)
         return ops.cast(ops.take(table, ops.cast(inputs, "int32"), axis=0), self.compute_dtype)
 
     def get_config(self):
-        return {**super().get_config(), "table_bits": self.table_bits}
+        return {**super().get_config(), "table_bits": self.table_bits, "block_size": self.block_size}

@@ -32,17 +32,19 @@ QUANTIZERS = ("input_quantizer", "rank_quantizer", "pre_activation_quantizer", "
 
 @keras.saving.register_keras_serializable(package="tfbertopt")
 class QuantizedLowRankEinsumDense(LowRankEinsumDense):
-    """Args (beyond LowRankEinsumDense's): `weight_bits`, and an `ActivationQuantizer` config (or None) for each of
+    """Args (beyond LowRankEinsumDense's): `weight_bits` and `weight_block_size` (as in `QuantizedEinsumDense`), and an `ActivationQuantizer` config (or None) for each of
     `input_quantizer`, `rank_quantizer` (the intermediate), `pre_activation_quantizer` and `output_quantizer`;
     `float_activation` as in `QuantizedEinsumDense`."""
 
-    def __init__(self, equation, output_shape, rank, weight_bits: int = 8, input_quantizer: dict | None = None,
+    def __init__(self, equation, output_shape, rank, weight_bits: int = 8, weight_block_size: int | None = None,
+                 input_quantizer: dict | None = None,
                  rank_quantizer: dict | None = None, pre_activation_quantizer: dict | None = None,
                  output_quantizer: dict | None = None, float_activation: bool = False, **kwargs):
         super().__init__(equation, output_shape, rank, **kwargs)
         if pre_activation_quantizer is not None and kwargs.get("activation") is None:
             raise ValueError("pre_activation_quantizer needs an activation")
         self.weight_bits, self.float_activation = int(weight_bits), bool(float_activation)
+        self.weight_block_size = weight_block_size
         self.quantizer_configs = dict(zip(QUANTIZERS, (input_quantizer, rank_quantizer, pre_activation_quantizer,
                                                        output_quantizer)))
         for name, config in self.quantizer_configs.items():
@@ -62,9 +64,10 @@ class QuantizedLowRankEinsumDense(LowRankEinsumDense):
 
     def _factors(self):
         """Both factors on their per-channel int8 grids."""
-        factor_in = fake_quant_weight(self.factor_in, (len(self.factor_in.shape) - 1,), self.weight_bits)
+        factor_in = fake_quant_weight(self.factor_in, (len(self.factor_in.shape) - 1,), self.weight_bits,
+                                      self.weight_block_size)
         factor_out = fake_quant_weight(self.factor_out, tuple(range(1, len(self.factor_out.shape))),
-                                       self.weight_bits)
+                                       self.weight_bits, self.weight_block_size)
         return factor_in, factor_out
 
     def weight_only_call(self, inputs):
@@ -99,6 +102,7 @@ class QuantizedLowRankEinsumDense(LowRankEinsumDense):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"weight_bits": self.weight_bits, "float_activation": self.float_activation,
+        config.update({"weight_bits": self.weight_bits, "weight_block_size": self.weight_block_size,
+                       "float_activation": self.float_activation,
                        **self.quantizer_configs})
         return config

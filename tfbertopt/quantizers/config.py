@@ -72,6 +72,8 @@ class QuantizationConfig:
         (`tfbertopt.export.channel_equalization`); set by `quantize_model(..., calibration=)`. None: one scale.
       table_bits: bits of the symmetric per-row grid of the token and segment tables (4: the int4
         EMBEDDING_LOOKUPs of "int4" and "dynamic-int4-tables"; `QuantizedEmbedding`). None: float tables.
+      weight_block_size: one (float16) scale per this many consecutive inputs of each kernel channel and entries of
+        each table row instead of one per channel or row (32: "int4-block32"). None: per channel.
     """
 
     weight_bits: int = 8
@@ -81,6 +83,7 @@ class QuantizationConfig:
     symmetric_activations: bool = False
     output_channel_spread: float | None = None
     table_bits: int | None = None
+    weight_block_size: int | None = None
 
     def __post_init__(self):
         points = (self.points,) if isinstance(self.points, str) else tuple(self.points)
@@ -94,6 +97,9 @@ class QuantizationConfig:
                 continue
             if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
                 raise ValueError(f"{name} must be an integer in [2, 16], got {bits!r}")
+        block = self.weight_block_size
+        if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
+            raise ValueError(f"weight_block_size must be a positive integer or None, got {block!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.output_channel_spread is not None and not self.output_channel_spread >= 1.0:
@@ -105,14 +111,17 @@ class QuantizationConfig:
         """The scheme that trains what `export_litert(model, path, quantization)` runs: "int8" (full integer: every
         point but the LayerNorm internals) or "int8-matmul" (int8 projections with per-channel output scales where
         the channels spread, everything else float) or "int4" (4-bit per-channel kernels and per-row tables, float
-        activations: the dynamic-range int4 graph of `tfbertopt.export.int4`) or "dynamic-int4-tables" (8-bit
-        per-channel kernels and 4-bit per-row tables, float activations)."""
+        activations: the dynamic-range int4 graph of `tfbertopt.export.int4`), "int4-block32" (the same with one
+        scale per 32 weights) or "dynamic-int4-tables" (8-bit per-channel kernels and 4-bit per-row tables, float
+        activations)."""
         if quantization == "int8":
             return cls()
         if quantization == "int8-matmul":
             return cls(points=MATMUL_POINTS, output_channel_spread=DEFAULT_MIN_SPREAD)
         if quantization == "int4":
             return cls(weight_bits=4, points=(), table_bits=4)
+        if quantization == "int4-block32":
+            return cls(weight_bits=4, points=(), table_bits=4, weight_block_size=32)
         if quantization == "dynamic-int4-tables":
             return cls(weight_bits=8, points=(), table_bits=4)
         raise ValueError(f"quantization-aware training targets quantization {' or '.join(map(repr, TARGETS))}, "
@@ -122,7 +131,7 @@ class QuantizationConfig:
     def export_target(self) -> str:
         """The `export_litert` quantization this scheme trains for (see `for_export`)."""
         if self.weight_bits == 4 and not self.points:
-            return "int4"
+            return "int4-block32" if self.weight_block_size == 32 else "int4"
         if self.weight_bits == 8 and self.table_bits == 4 and not self.points:
             return "dynamic-int4-tables"
         return "int8-matmul" if self.matmul_only else "int8"

@@ -27,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import numpy as np
 from keras import ops
 from keras.quantizers import fake_quant_with_min_max_vars
 
@@ -38,14 +39,36 @@ def channel_axes_of(equation: str) -> tuple[int, ...]:
     return tuple(i for i, letter in enumerate(kernel) if letter in output)
 
 
-def fake_quant_weight(w, channel_axes, num_bits: int = 8):
-    """Symmetric narrow-range per-channel fake quantization of a kernel; gradients pass straight through."""
+def fake_quant_weight(w, channel_axes, num_bits: int = 8, block_size: int | None = None):
+    """Symmetric narrow-range per-channel fake quantization of a kernel; gradients pass straight through.
+
+    `block_size`: one scale per `block_size` consecutive inputs of each channel instead (the inputs are every axis
+    but `channel_axes`, flattened in order, as LiteRT flattens them), rounded to bfloat16 as ai-edge-quantizer
+    rounds its blockwise int4 scales (it stores them in a float16 tensor with a 7-bit mantissa)."""
     qmax = float(2 ** (num_bits - 1) - 1)
     reduce_axes = tuple(i for i in range(len(w.shape)) if i not in channel_axes)
+    if block_size:
+        return w + ops.stop_gradient(_blockwise(w, reduce_axes, tuple(channel_axes), qmax, block_size) - w)
     scale = ops.max(ops.abs(w), axis=reduce_axes, keepdims=True) / qmax
     scale = ops.where(scale > 0, scale, ops.ones_like(scale))   # an all-zero channel stays zero
     quantized = ops.clip(ops.round(w / scale), -qmax, qmax) * scale
     return w + ops.stop_gradient(quantized - w)
+
+
+def _blockwise(w, reduce_axes, channel_axes, qmax, block_size):
+    shape = tuple(w.shape)
+    inputs = int(np.prod([shape[i] for i in reduce_axes]))
+    if inputs % block_size:
+        raise ValueError(f"blockwise quantization needs input widths divisible by {block_size}; a weight of shape "
+                         f"{shape} has {inputs} inputs per channel")
+    order = reduce_axes + channel_axes
+    blocks = ops.reshape(ops.transpose(w, order), (inputs // block_size, block_size, -1))
+    scale = ops.max(ops.abs(blocks), axis=1, keepdims=True) / qmax
+    scale = ops.cast(ops.cast(scale, "bfloat16"), w.dtype)
+    scale = ops.where(scale > 0, scale, ops.ones_like(scale))
+    quantized = ops.clip(ops.round(blocks / scale), -qmax, qmax) * scale
+    quantized = ops.reshape(quantized, [shape[i] for i in order])
+    return ops.transpose(quantized, tuple(int(i) for i in np.argsort(order)))
 
 
 def fake_quant_activation(x, lo, hi, num_bits: int = 8):

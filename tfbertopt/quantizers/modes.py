@@ -48,7 +48,7 @@ MODES = {mode.name: mode for mode in (
     QuantizationMode("int8-matmul", ("ptq-int8", "mixed-precision", "equalized"), calibrated=True, qat_target=True),
     QuantizationMode("mixed", ("mixed-precision",), calibrated=True, litert=False),
     QuantizationMode("int4", ("int4",), qat_target=True, writer="ai-edge-quantizer"),
-    QuantizationMode("int4-block32", ("int4",), writer="ai-edge-quantizer"),
+    QuantizationMode("int4-block32", ("int4",), qat_target=True, writer="ai-edge-quantizer"),
     QuantizationMode("dynamic-int4-tables", ("ptq-dynamic", "int4"), qat_target=True, writer="ai-edge-quantizer"),
 )}
 

@@ -22,7 +22,8 @@ class QatStage(Stage):
         "target": ("int8", str, "the LiteRT graph trained for (and the export it takes): int8 (full integer), "
                                 "int8-matmul (int8 matmuls with per-channel output scales where the channels "
                                 "spread, float elsewhere), int4 (4-bit per-channel kernels and per-row "
-                                "tables, float activations) or dynamic-int4-tables (8-bit kernels, 4-bit tables)"),
+                                "tables, float activations), int4-block32 (the same, one scale per 32 weights) "
+                                "or dynamic-int4-tables (8-bit kernels, 4-bit tables)"),
         "points": (None, list, "activations that carry an int8 fake-quant (see "
                                "tfbertopt.quantization.QuantizationConfig); default: the target's"),
         "symmetric_activations": (False, bool, "symmetric activation ranges (Q8BERT) instead of LiteRT's asymmetric"),
