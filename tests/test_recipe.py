@@ -16,7 +16,7 @@ def test_defaults_filled():
     recipe = parse_recipe(_raw())
     assert recipe["stages"][0]["finetune"] == {"epochs": 1, "batch_size": 32, "learning_rate": 5e-5,
                                                "weight_decay": 0.01, "warmup_fraction": 0.1, "max_steps": None,
-                                               "length_grouping": 20}
+                                               "length_grouping": 20, "keep": "last"}
     assert recipe["stages"][2]["benchmark"]["threads"] == [2, 1]
     assert recipe["sequence_length"] == 128
 
@@ -45,6 +45,7 @@ def test_defaults_filled():
     (_raw(stages=[{"distill": {"teacher": None}}]), "stages[0].distill.teacher: no value given (null)"),
     (_raw(stages=[{"trim_vocabulary": {"fill": True}}]), "stages[0].trim_vocabulary.fill: fills the vocabulary up to "
                                                          "max_tokens; set max_tokens"),
+    (_raw(stages=[{"distill": {"keep": "first"}}]), "stages[0].distill.keep: 'first' is not one of last, best"),
     ({"name": "t", "task": "sst2", "stages": ["finetune"]}, "model: required"),
     ([1, 2], "expected a mapping at the top level"),
 ])

@@ -119,3 +119,66 @@ def test_fit_traces_the_train_step_once(tiny_classifier, demo_data, with_teacher
     finally:
         target.train_step = original
     assert len(traces) == 1
+
+
+def _zero_the_output_layer(model, epoch_to_spoil):
+    """A callback that zeroes the classifier's output layer at the end of `epoch_to_spoil` (1-based), before the dev
+    metrics see it: that epoch then predicts one class for every example."""
+    import keras
+
+    class Spoil(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == epoch_to_spoil:
+                for w in model.get_layer("logits").weights:
+                    w.assign(np.zeros(w.shape, w.dtype))
+
+    return Spoil()
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_keep_best_ends_with_the_best_dev_epoch(tiny_classifier, tmp_path, on_disk):
+    from tfbertopt.data.demo import demo_examples
+
+    train, dev = demo_examples("train", 512), demo_examples("dev", 128)
+    history = finetune(tiny_classifier, train, dev, epochs=5, batch_size=16, learning_rate=3e-3, length_grouping=1,
+                       checkpoint_dir=tmp_path / "ckpt" if on_disk else None, verbose=0, keep="best",
+                       callbacks=[_zero_the_output_layer(tiny_classifier, 5)])
+    scores = history.history["dev_accuracy"]
+    assert scores[-1] < max(scores[:-1])                     # the spoiled last epoch is not the best
+    kept = history.history["kept_epoch"][0]
+    assert scores[kept - 1] == max(scores)
+    assert evaluate(tiny_classifier, dev)["accuracy"] == pytest.approx(scores[kept - 1])
+    assert any(np.abs(w).sum() > 0 for w in tiny_classifier.get_layer("logits").get_weights())
+    if on_disk:
+        import json
+        assert json.loads((tmp_path / "ckpt" / "dev_scores.json").read_text()) == {
+            str(i + 1): pytest.approx(s) for i, s in enumerate(scores)}
+
+
+def test_best_epoch_after_a_resume_loads_an_epoch_trained_before_the_stop(tiny_classifier, tmp_path):
+    # A resumed run's fit() sees only its own epochs; the scores and weights of the earlier ones are on disk.
+    import json
+
+    from tfbertopt.train import BestEpoch
+
+    before = tiny_classifier.get_weights()
+    tiny_classifier.save_weights(str(tmp_path / "epoch_01.weights.h5"))
+    (tmp_path / "dev_scores.json").write_text(json.dumps({"1": 0.9}))
+    for w in tiny_classifier.weights:
+        w.assign(np.zeros(w.shape, w.dtype))
+    best = BestEpoch("dev_accuracy", tmp_path)
+    best.set_model(tiny_classifier)
+    best.on_train_begin()
+    best.on_epoch_end(1, {"dev_accuracy": 0.6})              # epoch 2, after the resume
+    best.on_train_end()
+    assert best.best_epoch == 1
+    assert all(np.array_equal(a, b) for a, b in zip(tiny_classifier.get_weights(), before))
+    assert json.loads((tmp_path / "dev_scores.json").read_text()) == {"1": 0.9, "2": 0.6}
+
+
+def test_keep_best_needs_a_dev_set_and_a_known_choice(tiny_classifier, demo_data):
+    train, _ = demo_data
+    with pytest.raises(ValueError, match="dev"):
+        finetune(tiny_classifier, train, None, keep="best")
+    with pytest.raises(ValueError, match="'last' or 'best'"):
+        finetune(tiny_classifier, train, None, keep="first")

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -24,7 +25,8 @@ import keras
 from tfbertopt import metrics as metrics_lib
 from tfbertopt.backup import Backup, EpochWeights, finished_epochs  # noqa: F401  (also importable from here)
 from tfbertopt.data.pipeline import encode, make_dataset, steps_per_epoch, without_preprocessor
-from tfbertopt.distribute import chief_path, distribute_batches, multi_worker_fit
+from tfbertopt.distribute import (chief_path, distribute_batches, local_path, multi_worker_fit,
+                                  write_json_atomically)
 from tfbertopt.distillation import Distiller
 # Scoring lives in tfbertopt.evaluation; these names stay importable from here, where fine-tuning code looks.
 from tfbertopt.evaluation import evaluate, loss_for, predict_logits, predictions_from_logits  # noqa: F401
@@ -104,6 +106,61 @@ class DevMetrics(keras.callbacks.Callback):
             print(f"epoch {epoch + 1}: dev " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()), flush=True)
 
 
+class BestEpoch(keras.callbacks.Callback):
+    """Restores, at the end of training, the weights of the epoch with the best `monitor` (higher is better; every
+    GLUE headline metric is): Keras' `EarlyStopping(restore_best_weights=True)` without the stopping, and resumable.
+
+    Place it after `DevMetrics` (which adds `monitor` to the epoch's logs). With `folder` (where `EpochWeights`
+    writes `epoch_NN.weights.h5`) each epoch's score goes to `folder/dev_scores.json` and the best epoch is loaded
+    from its file, so a run resumed by `Backup` still finds epochs trained before the stop; without it, the best
+    weights are kept in memory.
+    """
+
+    def __init__(self, monitor: str, folder=None):
+        super().__init__()
+        self.monitor, self.folder = monitor, folder
+        self.scores, self.best_weights = {}, None
+        self.best_epoch = None
+
+    def _scores_path(self):
+        return os.path.join(chief_path(str(self.folder)), "dev_scores.json")
+
+    def on_train_begin(self, logs=None):
+        self.scores = {}
+        if self.folder is not None and os.path.exists(self._scores_path()):
+            with open(self._scores_path()) as f:
+                self.scores = {int(k): v for k, v in json.load(f).items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or self.monitor not in logs:
+            raise ValueError(f"BestEpoch: the epoch's logs have no '{self.monitor}'; give finetune a dev set "
+                             f"(DevMetrics logs dev_<metric>)")
+        score = float(logs[self.monitor])
+        if all(score > v for v in self.scores.values()):
+            self.best_weights = None if self.folder is not None else self.model.get_weights()
+        self.scores[epoch + 1] = score
+        if self.folder is not None:
+            os.makedirs(local_path(str(self.folder)), exist_ok=True)
+            write_json_atomically(self.scores, os.path.join(local_path(str(self.folder)), "dev_scores.json"))
+
+    def on_train_end(self, logs=None):
+        if not self.scores:
+            return
+        self.best_epoch = max(self.scores, key=lambda k: (self.scores[k], -k))   # the earliest of equal bests
+        last = max(self.scores)
+        if self.best_epoch == last:
+            return
+        if self.folder is not None:
+            self.model.load_weights(os.path.join(chief_path(str(self.folder)),
+                                                 f"epoch_{self.best_epoch:02d}.weights.h5"))
+        else:
+            self.model.set_weights(self.best_weights)
+        logger.info("kept epoch %d (%s %.4f) instead of the last (%.4f)", self.best_epoch, self.monitor,
+                    self.scores[self.best_epoch], self.scores[last])
+        print(f"kept epoch {self.best_epoch} of {last}: {self.monitor}={self.scores[self.best_epoch]:.4f} "
+              f"(last {self.scores[last]:.4f})", flush=True)
+
+
 def build_training_state(model, dataset) -> None:
     """Creates a compiled model's optimizer and metric variables from one batch of `dataset` before `fit`.
 
@@ -135,6 +192,7 @@ def finetune(
     teacher=None,
     distillation=None,
     teacher_weights=None,
+    keep: str = "last",
 ):
     """Fine-tunes a keras-hub classifier on GLUE `Examples` with AdamW and BERT's warm-up/linear-decay schedule.
 
@@ -151,7 +209,15 @@ def finetune(
     `tfbertopt.distillation.Distiller` with `distillation` (a `DistillationConfig` or its dict; default 0.5 hard
     labels + 0.5 KL at T=2) and `teacher_weights`; the same optimizer, schedule, batches and callbacks apply, and
     the history also logs every loss term (`hard_loss`, `kd_logits_loss`, ...).
+
+    `keep="best"` ends with the weights of the epoch with the best dev headline metric (`BestEpoch`; needs `dev`)
+    instead of the last epoch's; the history then has `kept_epoch`. Selecting on dev makes dev scores of the kept
+    model optimistic by the selection; hold out a slice of the training data as `dev` where that matters.
     """
+    if keep not in ("last", "best"):
+        raise ValueError(f"keep must be 'last' or 'best', got {keep!r}")
+    if keep == "best" and dev is None:
+        raise ValueError("keep='best' chooses the epoch by its dev score; pass dev=...")
     task = train.task
     keras.utils.set_random_seed(seed)
     started = time.time()
@@ -193,9 +259,15 @@ def finetune(
         # Under multi-worker training only the chief writes checkpoint_dir; every worker restores from it.
         cbs.append(Backup(os.path.join(str(checkpoint_dir), "backup")))
         cbs.append(EpochWeights(checkpoint_dir))
+    best = None
+    if keep == "best":
+        best = BestEpoch(f"dev_{task.metric}", checkpoint_dir)
+        cbs.append(best)
     with without_preprocessor(model), multi_worker_fit(fit_model):
         build_training_state(fit_model, train_ds)
         history = fit_model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=cbs, verbose=verbose,
                             shuffle=False)  # batches are already shuffled by make_dataset
     history.history["train_seconds"] = [time.time() - started]
+    if best is not None and best.best_epoch is not None:
+        history.history["kept_epoch"] = [best.best_epoch]
     return history

@@ -143,7 +143,7 @@ class DistillStage(Stage):
         history = finetune(student, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
                            learning_rate=options["learning_rate"], weight_decay=options["weight_decay"],
                            warmup_fraction=options["warmup_fraction"], max_steps=options["max_steps"],
-                           length_grouping=options["length_grouping"],
+                           length_grouping=options["length_grouping"], keep=options["keep"],
                            checkpoint_dir=os.path.join(stage_dir, "checkpoints"), seed=run.recipe["seed"],
                            verbose=2, teacher=teacher_arg, distillation=config)
         run.model = student

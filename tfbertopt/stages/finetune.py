@@ -19,7 +19,12 @@ def finetune_options(epochs: int) -> dict:
         "warmup_fraction": (0.1, float, "share of steps spent warming up"),
         "max_steps": (None, int, "cap on steps per epoch"),
         "length_grouping": (20, int, "sort by length inside windows of N batches (1 = random batches)"),
+        **KEEP_OPTION,
     }
+
+
+KEEP_OPTION = {"keep": ("last", ("last", "best"), "the weights the stage ends with: the last epoch's, or those of "
+                                                  "the epoch with the best dev headline metric (selected on dev)")}
 
 
 class FinetuneStage(Stage):
@@ -36,7 +41,7 @@ class FinetuneStage(Stage):
         history = finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
                            learning_rate=options["learning_rate"], weight_decay=options["weight_decay"],
                            warmup_fraction=options["warmup_fraction"], max_steps=options["max_steps"],
-                           length_grouping=options["length_grouping"],
+                           length_grouping=options["length_grouping"], keep=options["keep"],
                            checkpoint_dir=os.path.join(stage_dir, "checkpoints"), seed=run.recipe["seed"],
                            verbose=2)
         logs = {k: [float(x) for x in v] for k, v in history.history.items()}

@@ -8,6 +8,7 @@ from typing import ClassVar
 from tfbertopt.quantization import QuantizationConfig, activation_ranges, quantize_model
 from tfbertopt.quantizers.config import POINTS, TARGETS
 from tfbertopt.stages.base import RecipeError, Stage, say
+from tfbertopt.stages.finetune import KEEP_OPTION
 from tfbertopt.train import finetune
 
 
@@ -34,6 +35,7 @@ class QatStage(Stage):
         "batch_size": (32, int, "examples per step"),
         "learning_rate": (2e-5, float, "peak AdamW learning rate"),
         "max_steps": (None, int, "cap on steps per epoch"),
+        **KEEP_OPTION,
     }
     allowed: ClassVar[dict] = {"target": " | ".join(TARGETS), "points": "list of: " + ", ".join(POINTS)}
     counts = ("epochs", "batch_size", "max_steps")
@@ -67,7 +69,8 @@ class QatStage(Stage):
                                    calibration_steps=options["calibration_steps"])
         history = finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
                            learning_rate=options["learning_rate"], max_steps=options["max_steps"],
-                           seed=run.recipe["seed"], verbose=2, teacher=teacher if options["distill"] else None)
+                           seed=run.recipe["seed"], verbose=2, teacher=teacher if options["distill"] else None,
+                           keep=options["keep"])
         logs = {k: [float(x) for x in v] for k, v in history.history.items()}
         return self.save_model(run, stage_dir, {"history": logs, "tags": self.tags(options),
                                                 "activation_ranges": len(activation_ranges(run.model))})
