@@ -12,6 +12,7 @@ from tfbertopt.data.demo import demo_examples
 from tfbertopt.data.pipeline import encode
 from tfbertopt.export.embedding_lookup import gathers_as_embedding_lookups
 from tfbertopt.export.litert import ExportError, export_litert, op_counts
+from tfbertopt.factorization import factorize_embeddings
 from tfbertopt.export.verify import run_litert
 from tfbertopt.kernels import find_kernels
 from tfbertopt.quantization import QuantizationConfig, quantize_model
@@ -147,15 +148,25 @@ def test_post_training_int4_rounds_each_kernel_to_its_channel_grid(shared_classi
         assert stored_as(stored, kernel, 0.6 * step), path   # half a step, and the fitted constant's error
 
 
-@pytest.mark.parametrize("target", ["int4", "int4-block32"])
-def test_quantization_aware_int4_kernels_are_stored_exactly(tiny_classifier, tmp_path, target):
+@pytest.mark.parametrize("target, factorized", [("int4", False), ("int4-block32", False), ("int4", True)])
+def test_quantization_aware_int4_kernels_are_stored_exactly(tiny_classifier, tmp_path, target, factorized):
     train = demo_examples("train", 32)
     config = QuantizationConfig.for_export(target)
     assert config.export_target == target
-    model = quantize_model(tiny_classifier, config)
+    source = factorize_embeddings(tiny_classifier, 8) if factorized else tiny_classifier
+    model = quantize_model(source, config)
     result = export_litert(model, tmp_path / f"qat_{target}.tflite", target, sequence_length=16)
     stored = int4_weights_of(result.path)["FULLY_CONNECTED"]
-    for path, kernel, axes in projections(model):
+    kernels = projections(model)
+    if factorized:      # the E x H projection after the token lookup is a FULLY_CONNECTED too, trained on its grid
+        projection = model.backbone.embedding_projection
+        kernel = np.asarray(projection.kernel)
+        kernels.append(("embedding_projection/kernel", kernel, (1,)))
+        x = np.random.default_rng(0).normal(size=(1, 3, kernel.shape[0])).astype("float32")
+        grid = np.asarray(fake_quant_weight(kernel, (1,), 4, config.weight_block_size), np.float32)
+        assert np.allclose(np.asarray(projection(x)), x @ grid, atol=1e-5)
+        assert not np.allclose(x @ grid, x @ kernel, atol=1e-5)
+    for path, kernel, axes in kernels:
         grid = np.asarray(fake_quant_weight(kernel, axes, 4, config.weight_block_size), np.float32)
         grid = as_fully_connected(grid, axes)
         # The converter folds 1/sqrt(head size) into the query kernel; blockwise scales, kept at bfloat16 precision,

@@ -39,7 +39,7 @@ low-rank; `shared_with: j` makes layer i call layer j's encoder object again (cr
 once; ALBERT is every layer `shared_with: 0`); `attention_shared_with: j` / `ffn_shared_with: j` share only that
 block. `quantization` (a `QuantizationConfig` dict) builds the quantization-aware form (`tfbertopt.quantization`):
 every encoder layer quantized, fake-quants on the embedding sum and the embedding LayerNorm output (point
-"embeddings") and on the table lookups (point "embedding_lookups"), a `QuantizedEinsumDense` pooler, and with
+"embeddings") and on the table lookups (point "embedding_lookups"), a `QuantizedEinsumDense` pooler and factorized-embedding projection (kernels on the export's grid), and with
 `table_bits` token and segment tables rounded per row (`QuantizedEmbedding`).
 
 Example:
@@ -127,9 +127,16 @@ class CompressedBackbone(Backbone):
         self.token_embedding = (keras.layers.ReversibleEmbedding if table_bits is None else QuantizedEmbedding)(
             vocabulary_size, embedding_dim if narrow else hidden_dim, embeddings_initializer=init, dtype=dtype,
             name="token_embedding", **tables)
-        self.embedding_projection = keras.layers.Dense(
-            hidden_dim, use_bias=after_norm, kernel_initializer=init, dtype=dtype,
-            name="embedding_projection") if narrow else None
+        if not narrow:
+            self.embedding_projection = None
+        elif quantization is None:
+            self.embedding_projection = keras.layers.Dense(
+                hidden_dim, use_bias=after_norm, kernel_initializer=init, dtype=dtype, name="embedding_projection")
+        else:   # its kernel on the export's grid; the activations around it are the embeddings' quantizers
+            self.embedding_projection = QuantizedEinsumDense(
+                "abc,cd->abd", (None, hidden_dim), bias_axes="d" if after_norm else None,
+                weight_bits=quantization.weight_bits, weight_block_size=quantization.weight_block_size,
+                kernel_initializer=init, dtype=dtype, name="embedding_projection")
         self.position_embedding = PositionEmbedding(
             sequence_length=max_sequence_length, initializer=init, dtype=dtype,
             name="position_embedding") if absolute_positions else None
