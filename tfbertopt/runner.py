@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import time
 
@@ -32,8 +31,6 @@ from tfbertopt.export.litert import ExportError
 from tfbertopt.kernels import UnsupportedModelError, count_params
 from tfbertopt.stages import STAGES
 from tfbertopt.stages.base import resolve_path, say
-
-logger = logging.getLogger(__name__)
 
 
 class StageError(RuntimeError):
@@ -102,7 +99,6 @@ class Run:
             with open(self.state_path) as f:
                 self.state = json.load(f)
         self.model = None
-        self.exports = []
 
     def stage_dir(self, i: int, name: str) -> str:
         path = os.path.join(self.write_dir, f"{i:02d}_{name}")
