@@ -127,6 +127,15 @@ def test_count_macs_matches_formula():
     assert count_macs(clf, s) == L * per_layer + head
 
 
+def test_count_macs_adds_deberta_position_scores():
+    bucket = 4
+    backbone = keras_hub.models.DebertaV3Backbone(vocabulary_size=V, num_layers=L, num_heads=HEADS, hidden_dim=H,
+                                                  intermediate_dim=I, max_sequence_length=16, bucket_size=bucket)
+    s = 8
+    per_layer = 4 * s * H * H + 2 * s * H * I + 2 * s * s * H + 2 * s * 2 * bucket * H   # + c2p and p2c
+    assert count_macs(backbone, s) == L * per_layer
+
+
 def test_count_macs_albert_counts_shared_layer_per_repetition():
     common = dict(num_layers=4, num_heads=HEADS, hidden_dim=H, intermediate_dim=I)
     shared = keras_hub.models.AlbertBackbone(vocabulary_size=V, embedding_dim=8, num_groups=1,

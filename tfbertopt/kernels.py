@@ -277,16 +277,20 @@ def count_macs(model, sequence_length: int = 128) -> int:
     """Multiply-accumulates of one forward pass over one sequence (dense kernels + attention matmuls).
 
     Token-wise dense kernels count `sequence_length * kernel.size`; the pooler and classifier act on one
-    token; attention scores and the weighted sum count `2 * S^2 * heads * head_dim` per layer. A shared layer
-    (ALBERT, or cross-layer sharing) counts once per call; a low-rank projection counts both factors. Embedding lookups and LayerNorms are not MACs.
+    token; attention scores and the weighted sum count `2 * S^2 * heads * head_dim` per layer, and DeBERTa-v3's
+    disentangled attention adds its content-to-position and position-to-content scores, `2 * S * 2k * heads *
+    head_dim` for bucket size k (the projections of the constant position table fold away at export). A shared layer
+    (ALBERT, or cross-layer sharing) counts once per call; a low-rank projection counts both factors. Embedding
+    lookups and LayerNorms are not MACs.
     """
     calls = encoder_call_counts(model)
     macs = 0
     for ref in find_kernels(model, roles=ENCODER_DENSE_ROLES + ("embedding_projection",)):
         times = calls[ref.layer_index] if ref.layer_index is not None else 1
         macs += sequence_length * ref.size * times
-    for shape, times in zip(encoder_shapes(model), calls):
-        macs += 2 * sequence_length * sequence_length * shape["num_heads"] * shape["head_dim"] * times
+    for encoder, shape, times in zip(encoder_layers(model), encoder_shapes(model), calls):
+        positions = sequence_length + 2 * getattr(encoder._self_attention_layer, "bucket_size", 0)
+        macs += 2 * sequence_length * positions * shape["num_heads"] * shape["head_dim"] * times
     for ref in find_kernels(model, roles=HEAD_ROLES):
         macs += ref.size
     return int(macs)
