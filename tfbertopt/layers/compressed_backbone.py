@@ -40,7 +40,8 @@ once; ALBERT is every layer `shared_with: 0`); `attention_shared_with: j` / `ffn
 block. `quantization` (a `QuantizationConfig` dict) builds the quantization-aware form (`tfbertopt.quantization`):
 every encoder layer quantized, fake-quants on the embedding sum and the embedding LayerNorm output (point
 "embeddings") and on the table lookups (point "embedding_lookups"), a `QuantizedEinsumDense` pooler and factorized-embedding projection (kernels on the export's grid), and with
-`table_bits` token and segment tables rounded per row (`QuantizedEmbedding`).
+`table_bits` token and segment tables rounded per row (`QuantizedEmbedding`); `quantized_projection=False` keeps
+the projection a float Dense, as files saved before it was quantized have it.
 
 Example:
 
@@ -100,7 +101,8 @@ class CompressedBackbone(Backbone):
     def __init__(self, vocabulary_size, hidden_dim, layer_specs, dropout=0.1, max_sequence_length=512,
                  num_segments=2, layerdrop: float = 0.0, embedding_dim=None, embedding_projection="factorized",
                  activation="gelu_approximate", layer_norm_epsilon=1e-12, pooler=True, quantization=None,
-                 absolute_positions=True, attention="multi_head", bucket_size=None, dtype=None, **kwargs):
+                 absolute_positions=True, attention="multi_head", bucket_size=None, quantized_projection=True,
+                 dtype=None, **kwargs):
         if not layer_specs:
             raise ValueError("layer_specs is empty: a backbone needs at least one encoder layer")
         if activation not in ACTIVATIONS:
@@ -129,7 +131,7 @@ class CompressedBackbone(Backbone):
             name="token_embedding", **tables)
         if not narrow:
             self.embedding_projection = None
-        elif quantization is None:
+        elif quantization is None or not quantized_projection:
             self.embedding_projection = keras.layers.Dense(
                 hidden_dim, use_bias=after_norm, kernel_initializer=init, dtype=dtype, name="embedding_projection")
         else:   # its kernel on the export's grid; the activations around it are the embeddings' quantizers
@@ -237,6 +239,7 @@ class CompressedBackbone(Backbone):
         self.activation, self.layer_norm_epsilon, self.pooler = activation, layer_norm_epsilon, pooler
         self.quantization = quantization_config
         self.absolute_positions, self.attention, self.bucket_size = absolute_positions, attention, bucket_size
+        self.quantized_projection = bool(quantized_projection)
         # BERT-style classifiers read cls_token_index, RoBERTa-style ones start_token_index.
         self.cls_token_index = self.start_token_index = 0
 
@@ -249,9 +252,15 @@ class CompressedBackbone(Backbone):
             "embedding_projection": self.embedding_projection_kind, "activation": self.activation,
             "layer_norm_epsilon": self.layer_norm_epsilon, "pooler": self.pooler, "quantization": self.quantization,
             "absolute_positions": self.absolute_positions, "attention": self.attention,
-            "bucket_size": self.bucket_size,
+            "bucket_size": self.bucket_size, "quantized_projection": self.quantized_projection,
         })
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # Files saved before the quantization-aware form fake-quantized the factorized-embedding projection hold a
+        # Dense there (Keras stores layers under their class names, so the layer class must stay what it was).
+        return super().from_config({"quantized_projection": False, **config})
 
 
 @keras.saving.register_keras_serializable(package="tfbertopt")

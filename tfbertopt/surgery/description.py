@@ -46,7 +46,8 @@ TASK_FAMILIES = {
     "XLMRobertaTextClassifier": "xlm_roberta", "DistilBertTextClassifier": "distilbert",
     "DebertaV3TextClassifier": "deberta_v3",
 }
-_BASE_KEYS = ("name", "trainable", "dtype")
+# Not part of the description: a rebuilt model is a new one (`quantized_projection` only keeps old files loading).
+_BASE_KEYS = ("name", "trainable", "dtype", "quantized_projection")
 
 
 @dataclasses.dataclass
