@@ -66,6 +66,11 @@ HEADLINE = (
     ("compound: heads + FFN shrink + dynamic int8", "sst2_compound.json", "compound"),
     ("compound-10x: LayerDrop, 2 layers dropped, shrink, E=128, KD, dynamic int8", "sst2_compound_10x.json",
      "compound"),
+    ("int4 kernels and tables after 200 steps of QAT", "sst2_int4_qat.json", "qat-int4"),
+    ("compound-trimmed: compound-10x + 16,000-piece vocabulary + QAT, int8 kernels, int4 tables",
+     "sst2_compound_trimmed_qat.json", "compound-trimmed-qat-dynamic-int4-tables"),
+    ("the same recipe rerun, keeping the best distillation epoch", "sst2_compound_trimmed_best.json",
+     "compound-trimmed-qat-dynamic-int4-tables"),
 )
 
 # One line per recipe in recipes/ (docs/recipes.md); keep in step with the folder (the generator checks).
