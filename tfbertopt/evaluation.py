@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from tfbertopt import metrics as metrics_lib
-from tfbertopt.data.pipeline import encode, make_dataset, without_preprocessor
+from tfbertopt.data.pipeline import encode, predict_batches, without_preprocessor
 
 
 def loss_for(task):
@@ -27,13 +27,14 @@ def loss_for(task):
 
 
 def predict_logits(model, features: dict, batch_size: int = 64) -> np.ndarray:
-    """Logits for pre-tokenized features, batched with per-batch padding, in dataset order."""
-    ds = make_dataset(features, None, batch_size=batch_size, shuffle=False)
-    outputs = []
+    """Logits for pre-tokenized features, in dataset order (compiled, batches of like lengths: `predict_batches`)."""
+    logits = None
     with without_preprocessor(model):
-        for x in ds:
-            outputs.append(np.asarray(model(x, training=False)))
-    return np.concatenate(outputs)
+        for rows, out in predict_batches(model, features, batch_size):
+            if logits is None:
+                logits = np.empty((len(features["token_ids"]),) + out.shape[1:], out.dtype)
+            logits[rows] = out
+    return logits
 
 
 def predictions_from_logits(task, logits: np.ndarray) -> np.ndarray:

@@ -61,6 +61,24 @@ def lengths(features: dict[str, np.ndarray]) -> np.ndarray:
     return features["padding_mask"].astype(bool).sum(axis=1)
 
 
+def length_order(features: dict[str, np.ndarray]) -> np.ndarray:
+    """Example indices, shortest first (stable): batches taken in this order pad least."""
+    return np.argsort(lengths(features), kind="stable")
+
+
+def predict_batches(model, features: dict[str, np.ndarray], batch_size: int = 64, width_multiple: int = 16):
+    """(rows, outputs) of `model.predict_on_batch` (compiled, on every backend) over `features`, shortest examples
+    first, each batch padded to its longest example rounded up to `width_multiple` (a few shapes to compile); the
+    caller writes each batch's outputs to its `rows`. Call it inside `without_preprocessor(model)`."""
+    order = length_order(features)
+    sorted_features = {k: v[order] for k, v in features.items()}
+    start = 0
+    for x in make_dataset(sorted_features, None, batch_size=batch_size, width_multiple=width_multiple):
+        n = int(x["token_ids"].shape[0])
+        yield order[start:start + n], model.predict_on_batch(x)
+        start += n
+
+
 def batch_indices(
     lens: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0, sort_window: int = 20
 ) -> list[np.ndarray]:
@@ -90,12 +108,14 @@ def make_dataset(
     pad_to_batch: bool = True,
     repeat_epochs: int = 1,
     sort_window: int = 20,
+    width_multiple: int = 1,
 ):
     """A tf.data pipeline of (features, labels) batches, trimmed to each batch's longest example.
 
     With `shuffle`, each pass over the data draws a fresh order (seeded by `seed` and the pass number).
     `pad_to_batch=False` pads every batch to the full sequence length, which the dataset's spec then states (static
-    shapes, for TPUs and XLA).
+    shapes, for TPUs and XLA); `width_multiple` rounds each batch's width up to a multiple of it, so that a compiled
+    function sees a few shapes (`predict_batches`).
     """
     import tensorflow as tf
 
@@ -106,7 +126,9 @@ def make_dataset(
     def generate():
         for epoch in range(repeat_epochs):
             for idx in batch_indices(lens, batch_size, shuffle, seed, epoch, sort_window):
-                width = int(lens[idx].max()) if pad_to_batch else features["token_ids"].shape[1]
+                width = features["token_ids"].shape[1]
+                if pad_to_batch:
+                    width = min(width, -(-int(lens[idx].max()) // width_multiple) * width_multiple)
                 x = {k: features[k][idx, :width] for k in names}
                 yield (x, labels[idx]) if labels is not None else x
 

@@ -59,7 +59,7 @@ import time
 
 import numpy as np
 
-from tfbertopt.data.pipeline import encode, lengths, make_dataset
+from tfbertopt.data.pipeline import encode, lengths, predict_batches
 from tfbertopt.distillation.internals import IntermediateModel, vocabulary_of, vocabulary_size
 
 FORMAT_VERSION = 1
@@ -205,28 +205,27 @@ def cache_teacher_outputs(teacher, data, path, logits: bool = True, hidden_layer
                                               shape=shape) for name, shape in shapes.items()}
     for array in arrays.values():
         array[...] = 0
-    start = 0
     names = [k for k in ("token_ids", "padding_mask", "segment_ids") if k in features]
+    inputs = {k: np.asarray(v) for k, v in view.select_inputs({k: features[k] for k in names}).items()}
     batches = -(-meta["num_examples"] // batch_size)
     every = max(1, batches // 10)
     started = time.time()
-    for i, x in enumerate(make_dataset({k: features[k] for k in names}, None, batch_size=batch_size,
-                                       shuffle=False)):
+    for i, (rows, out) in enumerate(predict_batches(view, inputs, batch_size)):
         if verbose and i and i % every == 0:
             per = (time.time() - started) / i
-            print(f"teacher cache: batch {i}/{batches}, ~{per * (batches - i) / 60:.1f} min left", flush=True)
-        out = view(view.select_inputs(x), training=False)
-        b, w = int(x["token_ids"].shape[0]), int(x["token_ids"].shape[1])
-        rows = slice(start, start + b)
+            print(f"teacher cache: batch {i}/{batches}, ~{per * (batches - i) / 60:.1f} min left (shortest "
+                  f"first)", flush=True)
         if "logits" in arrays:
-            arrays["logits"][rows] = np.asarray(out["logits"])
-        for j in meta["hidden_layers"]:
-            arrays[f"hidden_{j}"][rows, :w] = np.asarray(out["hidden_states"][j])
+            arrays["logits"][rows] = out["logits"]
+        for j in meta["hidden_layers"]:      # batch widths are rounded up: keep the cache's width at most
+            w = min(out["hidden_states"][j].shape[1], meta["width"])
+            arrays[f"hidden_{j}"][rows, :w] = out["hidden_states"][j][:, :w]
         for j in meta["attention_layers"]:
-            arrays[f"attention_{j}"][rows, :, :w, :w] = np.asarray(out["attentions"][j])
+            w = min(out["attentions"][j].shape[-1], meta["width"])
+            arrays[f"attention_{j}"][rows, :, :w, :w] = out["attentions"][j][:, :, :w, :w]
         if "embedding" in arrays:
-            arrays["embedding"][rows, :w] = np.asarray(out["embedding"])
-        start += b
+            w = min(out["embedding"].shape[1], meta["width"])
+            arrays["embedding"][rows, :w] = out["embedding"][:, :w]
     for array in arrays.values():
         array.flush()
     del arrays
