@@ -11,14 +11,18 @@ from tfbertopt.data.pipeline import encode
 from tfbertopt.data.tasks import get_task
 from tfbertopt.distillation import (DistillationConfig, IntermediateModel, TeacherCache, bilstm_student,
                                     cache_teacher_outputs, cnn_student, narrow_student, student_from_teacher)
+from tfbertopt.distillation.augmentation import augmented_copies, with_copies
 from tfbertopt.distillation.mapping import layer_map
 from tfbertopt.distillation.word_students import is_word_student
+from tfbertopt.evaluation import predict_logits
 from tfbertopt.stages.base import RecipeError, Stage, resolve_path, say, unknown_key
 from tfbertopt.stages.finetune import finetune_options
 from tfbertopt.train import finetune
 
 DISTILL_STUDENTS = ("every_other", "bilstm", "cnn", "previous")
 NARROW_KEYS = ("hidden_dim", "num_layers", "num_heads", "intermediate_dim")
+# augment: option -> (type, lower bound, upper bound) of augment_examples' arguments.
+AUGMENT_KEYS = {"copies": (int, 0, None), "probability": (float, 0.0, 1.0), "neighbours": (int, 1, None)}
 STUDENT_OPTIONS = {
     "bilstm": ("units", "hidden_units", "projection_dim", "trainable_embeddings", "dropout", "siamese"),
     "cnn": ("filters", "kernel_sizes", "hidden_units", "projection_dim", "trainable_embeddings", "dropout", "siamese"),
@@ -59,6 +63,8 @@ class DistillStage(Stage):
         "cache": (False, bool, "run the teacher once over the training data, keep the outputs the loss terms need "
                                "on disk and train from them"),
         "cache_max_bytes": (1_000_000_000, int, "refuse a teacher cache larger than this"),
+        "augment": ({}, dict, "TinyBERT word replacement over the training text, labelled by the teacher: copies "
+                              "(per example; 0 or absent = off), probability (per word, 0.4), neighbours (15)"),
     }
     allowed: ClassVar[dict] = {"student": "every_other | bilstm | cnn | previous | list | mapping"}
     counts = ("epochs", "batch_size", "max_steps", "length_grouping")
@@ -96,6 +102,7 @@ class DistillStage(Stage):
         else:
             raise RecipeError(f"{path}.student: expected a name, a list of layers or a mapping, got "
                               f"{type(student).__name__} {student!r}")
+        _check_augment(f"{path}.augment", options["augment"])
         kind = student_kind(student)
         allowed = STUDENT_OPTIONS.get(kind, ())
         for key in options["student_options"]:
@@ -127,7 +134,7 @@ class DistillStage(Stage):
         terms = DistillationConfig.from_config(options["distillation"]).active_terms()
         kind = student_kind(options["student"])
         return ["distill"] + sorted({TERM_TAGS[t] for t in terms if t in TERM_TAGS}) + \
-            ([kind] if kind in ("bilstm", "cnn") else [])
+            ([kind] if kind in ("bilstm", "cnn") else []) + (["augment"] if options["augment"].get("copies") else [])
 
     def run(self, run, options: dict, stage_dir: str, train, dev, index: int) -> dict:
         config = DistillationConfig.from_config(options["distillation"])
@@ -137,9 +144,19 @@ class DistillStage(Stage):
         kind = student_kind(options["student"])
         say(f"distill: {kind} student ({student.name}, {student.count_params()} params) from teacher {teacher.name} "
             f"({teacher.count_params()} params), terms {config.active_terms()}")
-        teacher_arg = teacher
-        if options["cache"]:
-            teacher_arg = _teacher_cache(teacher, student, config, options, stage_dir, train)
+        copies = []
+        if options["augment"].get("copies", 0):
+            copies = augmented_copies(teacher, train, seed=run.recipe["seed"], **options["augment"])
+            say(f"distill: {len(copies)} augmented copies of {len(train)} training examples, labelled by the teacher")
+        teacher_arg, logits = teacher, None
+        if options["cache"]:     # the cache covers the copies; its logits label them (one teacher pass)
+            data = with_copies(train, copies) if copies else train
+            teacher_arg = _teacher_cache(teacher, student, config, options, stage_dir, data)
+            logits = teacher_arg.logits[len(train):] if teacher_arg.has_logits else None
+        if copies:
+            if logits is None:
+                logits = predict_logits(teacher, encode(copies, teacher.preprocessor))
+            train = with_copies(train, copies, logits)
         history = finetune(student, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
                            learning_rate=options["learning_rate"], weight_decay=options["weight_decay"],
                            warmup_fraction=options["warmup_fraction"], max_steps=options["max_steps"],
@@ -151,6 +168,19 @@ class DistillStage(Stage):
         return self.save_model(run, stage_dir, {"history": logs, "student": kind, "teacher": options["teacher"],
                                                 "distillation": config.get_config(), "tags": self.tags(options),
                                                 "cached_teacher": bool(options["cache"])})
+
+
+def _check_augment(path: str, augment: dict) -> None:
+    for key, value in augment.items():
+        if key not in AUGMENT_KEYS:
+            raise unknown_key(path, key, tuple(AUGMENT_KEYS))
+        kind, low, high = AUGMENT_KEYS[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (kind is int and not isinstance(value, int)) or value < low or (high is not None
+                                                                                          and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise RecipeError(f"{path}.{key}: expected {'an integer' if kind is int else 'a number'} {bound}, got "
+                              f"{value!r}")
 
 
 def _load_teacher(run, source: str, i: int):
