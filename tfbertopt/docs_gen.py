@@ -88,6 +88,8 @@ RECIPE_SUMMARIES = {
                               "dynamic int8",
     "sst2_compound_trimmed.yaml": "compound-10x, vocabulary trimmed to 16,000 WordPieces, QAT of int8 kernels and "
                                   "int4 tables (dynamic-int4-tables)",
+    "sst2_compound_trimmed_augmented.yaml": "compound-trimmed with TinyBERT-style augmented text in the distillation "
+                                            "(two teacher-labelled copies per sentence)",
     "sst2_distilbert_style.yaml": "DistilBERT-style student (every other layer): KL + hard labels + hidden cosine",
     "sst2_embedding_factorize.yaml": "ALBERT-style token embeddings alone (E=112), two epochs of KD, dynamic int8",
     "sst2_gmp90.yaml": "gradual magnitude pruning to 90% of the attention and FFN weights",
