@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import keras
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -66,16 +67,30 @@ def length_order(features: dict[str, np.ndarray]) -> np.ndarray:
     return np.argsort(lengths(features), kind="stable")
 
 
+def _batch_predictor(model):
+    """A compiled inference call of `model` (its predict function, traced afresh so that nothing changed since an
+    earlier call is missed), or the eager call for a model of (or under) a tf.distribute strategy with replicas (whose
+    predict step splits a batch across them and gathers it back in another shape)."""
+    import tensorflow as tf
+
+    replicas = getattr(getattr(model, "distribute_strategy", None), "num_replicas_in_sync", 1)
+    if keras.backend.backend() == "tensorflow" and (tf.distribute.has_strategy() or replicas > 1):
+        return lambda x: keras.tree.map_structure(np.asarray, model(x, training=False))
+    model.make_predict_function(force=True)
+    return model.predict_on_batch
+
+
 def predict_batches(model, features: dict[str, np.ndarray], batch_size: int = 64, width_multiple: int = 16):
-    """(rows, outputs) of `model.predict_on_batch` (compiled, on every backend) over `features`, shortest examples
-    first, each batch padded to its longest example rounded up to `width_multiple` (a few shapes to compile); the
-    caller writes each batch's outputs to its `rows`. Call it inside `without_preprocessor(model)`."""
+    """(rows, outputs) of `model`'s compiled inference (`predict_on_batch`, every backend) over `features`, shortest
+    examples first, each batch padded to its longest example rounded up to `width_multiple` (a few shapes to
+    compile); the caller writes each batch's outputs to its `rows`. Call it inside `without_preprocessor(model)`."""
     order = length_order(features)
     sorted_features = {k: v[order] for k, v in features.items()}
+    predict = _batch_predictor(model)
     start = 0
     for x in make_dataset(sorted_features, None, batch_size=batch_size, width_multiple=width_multiple):
         n = int(x["token_ids"].shape[0])
-        yield order[start:start + n], model.predict_on_batch(x)
+        yield order[start:start + n], predict(x)
         start += n
 
 

@@ -22,6 +22,7 @@ covers the copies, and its logits label them (one teacher pass). Replacement wor
 >>> from tfbertopt.models import tiny_bert_classifier
 >>> teacher = tiny_bert_classifier(demo_vocabulary())
 >>> more = augment_examples(teacher, demo_examples("train", 8), copies=2, probability=0.5, seed=0)
+augmentation: 14 copies of 8 examples; the teacher labels them
 >>> len(more) > 8, more.texts[:8] == demo_examples("train", 8).texts
 (True, True)
 """
