@@ -106,8 +106,10 @@ def naive_export(clf, path):
 
 
 def test_naive_export_nan_scores_are_refused(trained, tmp_path):
-    """The NaN of issue 7: the naive conversion leaves the weights as uninitialised variables and every score is
-    NaN; MediaPipe shows NaN without complaint, write_metadata refuses the file."""
+    """The NaN of issue 7: the naive conversion leaves the weights as uninitialised variables and the interpreter's
+    scores are NaN; write_metadata refuses the file. MediaPipe runs the same file without complaint; its scores are
+    whatever the uninitialised memory gives (NaN on most runs, [1, 0] on one CI run), so only that it runs is
+    asserted."""
     clf, _ = trained
     path = naive_export(clf, tmp_path / "naive.tflite")
     token_ids = np.zeros((1, 16), np.int32)
@@ -121,7 +123,7 @@ def test_naive_export_nan_scores_are_refused(trained, tmp_path):
         vocab = md._vocabulary(clf.preprocessor.tokenizer)
         unchecked = tmp_path / "unchecked.tflite"
         unchecked.write_bytes(md._embed(buf, vocab, md.mediapipe_input_layout(buf), LABELS, "probabilities", {}))
-        assert np.isnan(mediapipe_scores(unchecked, ["the movie is great"])).all()
+        assert mediapipe_scores(unchecked, ["the movie is great"]).shape == (1, len(LABELS))
 
 
 def test_hand_written_input_orders_break_the_scores(trained):
