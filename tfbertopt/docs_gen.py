@@ -71,6 +71,10 @@ HEADLINE = (
      "sst2_compound_trimmed_qat.json", "compound-trimmed-qat-dynamic-int4-tables"),
     ("the same recipe rerun, keeping the best distillation epoch", "sst2_compound_trimmed_best.json",
      "compound-trimmed-qat-dynamic-int4-tables"),
+    ("compound-trimmed, distilled over teacher-labelled augmented text", "sst2_compound_trimmed_augmented.json",
+     "compound-trimmed-qat-dynamic-int4-tables"),
+    ("the augmented student cut to two layers, distilled again, trimmed, QAT", "sst2_compound_trimmed_2layer.json",
+     "compound-trimmed-qat-dynamic-int4-tables"),
 )
 
 # One line per recipe in recipes/ (docs/recipes.md); keep in step with the folder (the generator checks).
@@ -90,6 +94,10 @@ RECIPE_SUMMARIES = {
                                   "int4 tables (dynamic-int4-tables)",
     "sst2_compound_trimmed_augmented.yaml": "compound-trimmed with TinyBERT-style augmented text in the distillation "
                                             "(two teacher-labelled copies per sentence)",
+    "sst2_compound_trimmed_2layer.yaml": "the augmented compound-trimmed student cut to its last two layers, "
+                                         "distilled again, trimmed, QAT for int8 kernels and int4 tables",
+    "sst2_compound_trimmed_2layer_long.yaml": "the two-layer compound-trimmed recipe with three epochs of its "
+                                              "second distillation instead of one",
     "sst2_distilbert_style.yaml": "DistilBERT-style student (every other layer): KL + hard labels + hidden cosine",
     "sst2_embedding_factorize.yaml": "ALBERT-style token embeddings alone (E=112), two epochs of KD, dynamic int8",
     "sst2_gmp90.yaml": "gradual magnitude pruning to 90% of the attention and FFN weights",
