@@ -73,8 +73,8 @@ HEADLINE = (
      "compound-trimmed-qat-dynamic-int4-tables"),
     ("compound-trimmed, distilled over teacher-labelled augmented text", "sst2_compound_trimmed_augmented.json",
      "compound-trimmed-qat-dynamic-int4-tables"),
-    ("the augmented student cut to two layers, distilled again, trimmed, QAT", "sst2_compound_trimmed_2layer.json",
-     "compound-trimmed-qat-dynamic-int4-tables"),
+    ("the augmented student cut to two layers, distilled 3 more epochs, trimmed, QAT",
+     "sst2_compound_trimmed_2layer_long.json", "compound-trimmed-qat-dynamic-int4-tables"),
 )
 
 # One line per recipe in recipes/ (docs/recipes.md); keep in step with the folder (the generator checks).
