@@ -11,9 +11,10 @@ what distillation into that depth would give), and their rows say so (`notes`).
         --student runs/sst2-compound-trimmed-aug/04_trim_vocabulary/model.keras --drop 4 2,4
 
 `--drop 4 2,4` adds two rows, `student-cut-4` (layer 4 cut, 3 left) and `student-cut-2-4` (2 left); a
-structured-pruned student's layers differ in width, so which layers go sets the MACs as much as how many. The students are exported
-as `--quantization` (default dynamic: dynamic-range int8, which times within a few percent of the issue-21
-dynamic-int4-tables file and, unlike post-training int4 tables, passes verification without QAT).
+structured-pruned student's layers differ in width, so which layers go sets the MACs as much as how many. The
+students are exported as `--quantization` (default dynamic: dynamic-range int8, which times within a few percent of
+the issue-21 dynamic-int4-tables file and, unlike post-training int4 tables, passes verification without QAT). Every
+file is timed once, after all are exported, in `--passes` round-robin passes.
 """
 
 from __future__ import annotations
@@ -68,8 +69,7 @@ def main(argv=None) -> int:
     os.makedirs(args.work, exist_ok=True)
     teacher, student = load_model(args.teacher), load_model(args.student)
     depth = len(encoder_layers(student))
-    rows = [harness.measure_variant(teacher, "baseline", ["baseline", "teacher"], None, dev, args.work,
-                                    runs=3, threads=(2,))]
+    rows = [harness.measure_variant(teacher, "baseline", ["baseline", "teacher"], None, dev, args.work, threads=())]
     features = encode(dev.texts, student.preprocessor)
     variants = [(f"student-{depth}-layers", student, [], f"the compressed student ({args.student})")]
     for cut in drops:
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         log(f"{variant}: export {args.quantization}, verify on {len(dev)} dev sentences")
         rows.append(harness.measure_variant(
             model, variant, STUDENT_TAGS, "baseline", dev, args.work, quantization=args.quantization,
-            features=features, runs=3, threads=(2,), extra={"notes": note, "layers_cut": cut}))
+            features=features, threads=(), extra={"notes": note, "layers_cut": cut}))
     peak = time_round_robin(rows, args.work, args.runs, args.passes, log=log)
     doc = harness.write_results(args.out, "sst2_student_depth", command_line(), rows, peak,
                                 extra={"timing": ROUND_ROBIN_NOTE.format(passes=args.passes)})

@@ -71,11 +71,12 @@ def _batch_predictor(model):
     """A compiled inference call of `model` (its predict function, traced afresh so that nothing changed since an
     earlier call is missed), or the eager call for a model of (or under) a tf.distribute strategy with replicas (whose
     predict step splits a batch across them and gathers it back in another shape)."""
-    import tensorflow as tf
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
 
-    replicas = getattr(getattr(model, "distribute_strategy", None), "num_replicas_in_sync", 1)
-    if keras.backend.backend() == "tensorflow" and (tf.distribute.has_strategy() or replicas > 1):
-        return lambda x: keras.tree.map_structure(np.asarray, model(x, training=False))
+        replicas = getattr(getattr(model, "distribute_strategy", None), "num_replicas_in_sync", 1)
+        if tf.distribute.has_strategy() or replicas > 1:
+            return lambda x: keras.tree.map_structure(np.asarray, model(x, training=False))
     model.make_predict_function(force=True)
     return model.predict_on_batch
 
