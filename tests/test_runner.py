@@ -90,6 +90,25 @@ def test_pruning_stages_in_a_recipe(tmp_path):
     assert (out / "03_export" / "model_float32.tflite").exists()
 
 
+def test_structured_prune_that_only_drops_layers_ranks_nothing(tmp_path, finetuned, monkeypatch):
+    from tfbertopt.kernels import encoder_shapes
+    from tfbertopt.saving import load_model
+    from tfbertopt.stages import structured_prune
+
+    def no_ranking(*args, **kwargs):
+        raise AssertionError("importance scored with nothing to rank")
+
+    monkeypatch.setattr(structured_prune, "structure_importance", no_ranking)
+    recipe = dict(RECIPE, model=finetuned, stages=[
+        {"structured_prune": {"head_fraction": 0.0, "neuron_fraction": 0.0, "drop_layers": [1],
+                              "recovery_epochs": 0}}])
+    run = run_recipe(load_recipe(_write(tmp_path, recipe)), str(tmp_path / "out"))
+    before = encoder_shapes(load_model(finetuned))
+    assert encoder_shapes(run.model) == before[1:]
+    finished = json.loads((tmp_path / "out" / "state.json").read_text())["finished"]["00_structured_prune"]
+    assert finished["tags"] == ["layers", "structured", "shrink"]
+
+
 def test_factorize_stage_embeds_svds_shares_recovers_and_tags(tmp_path, finetuned):
     from tfbertopt.kernels import encoder_layers
     from tfbertopt.saving import load_model

@@ -98,6 +98,9 @@ RECIPE_SUMMARIES = {
                                          "distilled again, trimmed, QAT for int8 kernels and int4 tables",
     "sst2_compound_trimmed_2layer_long.yaml": "the two-layer compound-trimmed recipe with three epochs of its "
                                               "second distillation instead of one",
+    "sst2_compound_trimmed_2layer_wide.yaml": "a two-layer student cut before heads and FFN neurons are ranked "
+                                              "(twice the width of the 2layer recipes), distilled over augmented "
+                                              "text, trimmed, QAT",
     "sst2_distilbert_style.yaml": "DistilBERT-style student (every other layer): KL + hard labels + hidden cosine",
     "sst2_embedding_factorize.yaml": "ALBERT-style token embeddings alone (E=112), two epochs of KD, dynamic int8",
     "sst2_gmp90.yaml": "gradual magnitude pruning to 90% of the attention and FFN weights",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from tfbertopt.data.pipeline import encode
-from tfbertopt.pruning.structured import plan_by_importance, plan_drop_layers, shrink, structure_importance
+from tfbertopt.pruning.structured import (full_plan, plan_by_importance, plan_drop_layers, shrink,
+                                          structure_importance)
 from tfbertopt.stages.base import Stage, say
 from tfbertopt.train import finetune
 
@@ -31,14 +32,19 @@ class StructuredPruneStage(Stage):
     trains = True
 
     def tags(self, options: dict) -> list[str]:
-        return ["heads", "ffn", "structured", "shrink"]
+        parts = [("heads", options["head_fraction"]), ("ffn", options["neuron_fraction"]),
+                 ("layers", options["drop_layers"])]
+        return [tag for tag, value in parts if value] + ["structured", "shrink"]
 
     def run(self, run, options: dict, stage_dir: str, train, dev, index: int) -> dict:
-        n = min(len(train), options["importance_batches"] * options["batch_size"])
-        features = encode(train.texts[:n], run.model.preprocessor)
-        scores = structure_importance(run.model, features, train.labels[:n], train.task,
-                                      batches=options["importance_batches"], batch_size=options["batch_size"])
-        plan = plan_by_importance(run.model, scores, options["head_fraction"], options["neuron_fraction"])
+        if options["head_fraction"] or options["neuron_fraction"]:
+            n = min(len(train), options["importance_batches"] * options["batch_size"])
+            features = encode(train.texts[:n], run.model.preprocessor)
+            scores = structure_importance(run.model, features, train.labels[:n], train.task,
+                                          batches=options["importance_batches"], batch_size=options["batch_size"])
+            plan = plan_by_importance(run.model, scores, options["head_fraction"], options["neuron_fraction"])
+        else:   # only whole layers go: nothing to rank
+            plan = full_plan(run.model)
         if options["drop_layers"]:
             plan = plan_drop_layers(run.model, options["drop_layers"], plan)
         say(f"structured_prune: keeping {plan.summary(run.model)}")
