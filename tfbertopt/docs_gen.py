@@ -98,6 +98,8 @@ RECIPE_SUMMARIES = {
                                          "distilled again, trimmed, QAT for int8 kernels and int4 tables",
     "sst2_compound_trimmed_2layer_long.yaml": "the two-layer compound-trimmed recipe with three epochs of its "
                                               "second distillation instead of one",
+    "sst2_compound_trimmed_2layer_hidden.yaml": "the three-epoch two-layer student, one more distillation epoch with "
+                                                "hidden-state cosine loss, trimmed, dynamic int8",
     "sst2_compound_trimmed_2layer_wide.yaml": "a two-layer student cut before heads and FFN neurons are ranked "
                                               "(twice the width of the 2layer recipes), distilled over augmented "
                                               "text, trimmed, QAT",
