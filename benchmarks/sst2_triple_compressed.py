@@ -157,10 +157,12 @@ def main(argv=None) -> int:
 
     task = recipe["task"]
     kind = dict(KINDS[args.kind])
-    # The student's rows also carry what the recipe's training stages did (e.g. hidden-kd, augment), not only the
-    # kind's fixed tags; the QAT stage's own tags go to the QAT rows only, as they always have.
-    trained = [out for key, out in finished[:qat_at] if not key.endswith(("_export", "_benchmark"))]
-    kind["final_tags"] = list(dict.fromkeys([*kind["final_tags"], *(t for out in trained for t in out.get("tags", []))]))
+    # The student's rows (float and quantized) also carry what the recipe's training stages did (e.g. hidden-kd,
+    # augment), not only the kind's fixed tags; the QAT stage's own tags go to the QAT rows only, as they always have.
+    trained = [t for key, out in finished[:qat_at] if not key.endswith(("_export", "_benchmark"))
+               for t in out.get("tags", [])]
+    for key in ("tags", "final_tags"):
+        kind[key] = list(dict.fromkeys([*kind[key], *trained]))
     compressed_tags = kind["tags"]
     name = args.name or os.path.splitext(os.path.basename(args.out))[0]
     dev = load_glue(task, "dev", data_dir=args.data_dir)

@@ -47,8 +47,8 @@ class StructuredPruneStage(Stage):
             plan = full_plan(run.model)
         if options["drop_layers"]:
             plan = plan_drop_layers(run.model, options["drop_layers"], plan)
-        say(f"structured_prune: keeping {plan.summary(run.model)}")
         summary = plan.summary(run.model)
+        say(f"structured_prune: keeping {summary}")
         run.model = shrink(run.model, plan)
         if options["recovery_epochs"]:
             finetune(run.model, train, dev, epochs=options["recovery_epochs"], batch_size=options["batch_size"],
