@@ -47,7 +47,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tfbertopt.bench import harness, latency  # noqa: E402
 from tfbertopt.bench.harness import StepTimer, command_line  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
-from tfbertopt.data.pipeline import encode, steps_per_epoch  # noqa: E402
+from tfbertopt.data.pipeline import encode, step_budget, steps_per_epoch  # noqa: E402
 from tfbertopt.distillation import (  # noqa: E402
     DistillationConfig,
     TeacherCache,
@@ -71,17 +71,6 @@ ALL = ["student-3l-kd", "student-3l-hard", "student-3l-tinybert", "gmp-90-kd", "
 WORD_STUDENTS = ("bilstm", "cnn", "bilstm-siamese", "cnn-siamese")
 # The default run (ALL) is unchanged; PKD and the siamese pair students are asked for by name.
 CHOICES = ALL + ["student-3l-pkd", "bilstm-siamese", "cnn-siamese"]
-
-
-def step_budget(n_train: int, steps: int, batch_size: int = 32) -> tuple[int, int]:
-    """(epochs, max_steps per epoch) for `finetune` to run exactly `steps` steps: its `max_steps` caps the steps of
-    each epoch, so with epochs=1 a budget larger than one epoch (MRPC: 115 steps of 32) would stop after one."""
-    import math
-
-    from tfbertopt.data.pipeline import steps_per_epoch
-
-    epochs = max(1, math.ceil(steps / steps_per_epoch(n_train, batch_size)))
-    return epochs, math.ceil(steps / epochs)
 
 
 def log(message: str) -> None:

@@ -38,24 +38,13 @@ import numpy as np  # noqa: E402
 from tfbertopt.bench import harness, latency  # noqa: E402
 from tfbertopt.bench.harness import StepTimer, command_line  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
-from tfbertopt.data.pipeline import encode, steps_per_epoch  # noqa: E402
+from tfbertopt.data.pipeline import encode, step_budget, steps_per_epoch  # noqa: E402
 from tfbertopt.distillation import DistillationConfig  # noqa: E402
 from tfbertopt.quantization import activation_ranges, quantize_model  # noqa: E402
 from tfbertopt.saving import load_model  # noqa: E402
 from tfbertopt.train import finetune  # noqa: E402
 
 KD = DistillationConfig(hard_label_weight=0.5, logits="kl", logits_weight=0.5, temperature=2.0)
-
-
-def step_budget(n_train: int, steps: int, batch_size: int = 32) -> tuple[int, int]:
-    """(epochs, max_steps per epoch) for `finetune` to run exactly `steps` steps: its `max_steps` caps the steps of
-    each epoch, so with epochs=1 a budget larger than one epoch (MRPC: 115 steps of 32) would stop after one."""
-    import math
-
-    from tfbertopt.data.pipeline import steps_per_epoch
-
-    epochs = max(1, math.ceil(steps / steps_per_epoch(n_train, batch_size)))
-    return epochs, math.ceil(steps / epochs)
 
 
 def log(message: str) -> None:
@@ -146,7 +135,7 @@ def main(argv=None) -> int:
     qat = quantize_model(teacher, calibration=calibration)
     log(f"qat-int8: {len(activation_ranges(qat))} activation ranges calibrated; training {args.steps} steps")
     timer = StepTimer()
-    epochs, cap = step_budget(len(train), args.steps)   # exactly --steps, also beyond one epoch (MRPC)
+    epochs, cap = step_budget(len(train), args.steps)   # --steps (+ < epochs), also beyond one epoch (MRPC)
     history = finetune(qat, train, None, epochs=epochs, batch_size=32, learning_rate=args.learning_rate,
                        max_steps=cap, callbacks=[timer], verbose=2,
                        teacher=teacher if args.kd else None, distillation=KD if args.kd else None)

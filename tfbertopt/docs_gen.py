@@ -94,6 +94,10 @@ RECIPE_SUMMARIES = {
                                   "int4 tables (dynamic-int4-tables)",
     "sst2_compound_trimmed_augmented.yaml": "compound-trimmed with TinyBERT-style augmented text in the distillation "
                                             "(two teacher-labelled copies per sentence)",
+    "sst2_compound_trimmed_augmented_long.yaml": "the augmented compound-trimmed recipe with two epochs of its "
+                                                 "distillation instead of one",
+    "sst2_compound_trimmed_first.yaml": "the two-epoch augmented compound-trimmed recipe with the vocabulary "
+                                        "trimmed before the distillation (the student trains on its own splits)",
     "sst2_compound_trimmed_2layer.yaml": "the augmented compound-trimmed student cut to its last two layers, "
                                          "distilled again, trimmed, QAT for int8 kernels and int4 tables",
     "sst2_compound_trimmed_2layer_long.yaml": "the two-layer compound-trimmed recipe with three epochs of its "

@@ -133,12 +133,30 @@ def parse_recipe(raw) -> dict:
             if not 0 <= n < i or names[n] not in MODEL_STAGES:
                 raise RecipeError(f"stages[{i}].distill.teacher: '{teacher}' must name an earlier stage that saves a "
                                   f"model ({', '.join(MODEL_STAGES)}); stages before it: {names[:i]}")
+        if name == "distill" and stage[name]["student"] == "previous":
+            _check_trimmed_student(i, stage[name], names)
     if "export" in names:
         late = [n for n in names[names.index("export"):] if n in TRAINING_STAGES]
         if late:
             raise RecipeError(f"stages: '{late[0]}' comes after 'export', so its model would never be exported; "
                               f"put training stages before export")
     return recipe
+
+
+def _check_trimmed_student(i: int, options: dict, names: list) -> None:
+    """A student trimmed after its teacher stage reads other token ids: it learns from cached teacher logits (a
+    teacher loaded from a file is checked when the stage runs)."""
+    trims = [j for j in range(i) if names[j] == "trim_vocabulary"]
+    teacher = options["teacher"]
+    if not trims or not teacher.startswith("stage:") or int(teacher[len("stage:"):]) >= trims[-1]:
+        return
+    config = options["distillation"]
+    terms = [k for k in ("hidden", "attention") if config.get(k)] + \
+        [k for k in ("embedding_weight", "cls_weight") if config.get(k)]
+    if not options["cache"] or terms:
+        raise RecipeError(f"stages[{i}].distill: the student's vocabulary was trimmed (stages[{trims[-1]}]) and the "
+                          f"teacher's was not, so the two read different token ids; it learns from the teacher's "
+                          f"logits cached per text: set cache: true and use the logits and hard-label terms only")
 
 
 def apply_override(raw: dict, assignment: str) -> None:

@@ -117,3 +117,28 @@ def test_mismatched_cache(teacher, train, demo_data, tmp_path):
         Distiller(student(), cache, input_adapter=lambda x: x)
     with pytest.raises(ValueError, match="student predicts 3 classes"):
         Distiller(tiny_bert_classifier(demo_vocabulary(), num_layers=1, num_classes=3, sequence_length=16), cache)
+
+
+def test_cache_keyed_by_a_trimmed_student(teacher, train, tmp_path):
+    from tfbertopt.evaluation import predict_logits
+    from tfbertopt.vocabulary import select_tokens, trim_vocabulary
+
+    trimmed = trim_vocabulary(student(), select_tokens(student(), train.texts[:8], characters=True))
+    ours, theirs = encode(train.texts, trimmed.preprocessor), encode(train.texts, teacher.preprocessor)
+    assert (ours["token_ids"].shape != theirs["token_ids"].shape) or (ours["token_ids"] != theirs["token_ids"]).any()
+    cache = cache_teacher_outputs(teacher, train, str(tmp_path / "cache"), verbose=0, student=trimmed)
+    # The teacher read its own tokenization; the rows are found by the student's.
+    np.testing.assert_allclose(cache.logits, predict_logits(teacher, theirs), atol=1e-5)
+    cache.check_features(ours)
+    with pytest.raises(CacheMismatchError, match="are not in the teacher cache"):
+        cache.check_features(theirs)
+    cache.check_vocabulary(trimmed)
+    with pytest.raises(CacheMismatchError, match="another vocabulary"):
+        cache.check_vocabulary(teacher)
+    history = finetune(trimmed, train, None, epochs=1, batch_size=32, verbose=0, teacher=cache,
+                       distillation=DistillationConfig(hard_label_weight=0.5, logits="kl", logits_weight=0.5))
+    assert np.isfinite(history.history["kd_logits_loss"]).all()
+    with pytest.raises(ValueError, match="holds logits only"):
+        cache_teacher_outputs(teacher, train, str(tmp_path / "c2"), hidden_layers=[1], verbose=0, student=trimmed)
+    with pytest.raises(TypeError, match="needs the texts"):
+        cache_teacher_outputs(teacher, theirs, str(tmp_path / "c3"), verbose=0, student=trimmed)

@@ -124,3 +124,28 @@ def test_tinybert_two_stage_end_to_end(tmp_path):
     assert "kd_logits_loss" in state["02_distill"]["history"] and state["02_distill"]["cached_teacher"]
     assert encoder_shapes(run.model) == [{"hidden_dim": 16, "num_heads": 2, "head_dim": 8, "intermediate_dim": 32}]
     assert (out / "03_export" / "model_float32.tflite").exists()
+
+
+TRIM = {"trim_vocabulary": {"max_tokens": 40}}
+KEYED = {"distill": {"student": "previous", "teacher": "stage:0", "cache": True, "epochs": 1, "max_steps": 2,
+                     "augment": {"copies": 1}}}
+
+
+@pytest.mark.parametrize("change", [{"cache": False}, {"distillation": {"hidden": "mse", "hidden_weight": 1.0}}])
+def test_a_student_trimmed_after_its_teacher_needs_cached_logits(change):
+    distill = {"distill": dict(KEYED["distill"], **change)}
+    with pytest.raises(RecipeError, match=r"stages\[2\].distill: the student's vocabulary was trimmed "
+                                          r"\(stages\[1\]\) and the teacher's was not"):
+        parse_recipe(_raw(TRIM, distill))
+    parse_recipe(_raw(TRIM, {"distill": dict(distill["distill"], teacher="stage:1")}))   # trimmed teacher: fine
+
+
+def test_trimmed_student_distilled_from_cached_logits_end_to_end(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    run = run_recipe(load_recipe(_write(tmp_path, _raw(TRIM, KEYED))), out)
+    meta = json.loads((Path(out) / "02_distill" / "teacher_cache" / "meta.json").read_text())
+    assert meta["keyed_by"] and meta["vocabulary_size"] == 40 and meta["logits"] and not meta["hidden_layers"]
+    assert run.state["finished"]["02_distill"]["cached_teacher"]
+    capsys.readouterr()
+    run_recipe(load_recipe(_write(tmp_path, _raw(TRIM, KEYED))), out)   # resumes: nothing to redo
+    assert "02_distill: already finished" in capsys.readouterr().out

@@ -181,6 +181,18 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
+def step_budget(n: int, steps: int, batch_size: int = 32) -> tuple[int, int]:
+    """(epochs, steps per epoch) that run `steps` training steps over `n` examples, or up to `epochs - 1` more:
+    `finetune`'s `max_steps` caps each epoch, so one epoch capped at a budget larger than an epoch (MRPC: 115 steps
+    of 32) would stop short.
+
+    >>> step_budget(3668, 2000)   # MRPC train, 115 steps an epoch
+    (18, 112)
+    """
+    epochs = max(1, -(-steps // steps_per_epoch(n, batch_size)))
+    return epochs, -(-steps // epochs)
+
+
 def model_input_names(model) -> tuple:
     """The classifier's token inputs, in FEATURES order (DistilBERT/RoBERTa have no segment_ids)."""
     names = {t.name.split(":")[0] for t in model.inputs} if isinstance(model.inputs, list) else set(model.inputs)

@@ -24,6 +24,10 @@ batch's width. A batch row the cache does not hold stops training with an error 
 TensorFlow string and hash-table ops, so it runs under `model.fit` with the TensorFlow backend; the `Distiller`
 turns XLA off for caches (`jit_compile=False`).
 
+A student with another tokenizer than the teacher's (a trimmed vocabulary) learns from a cache made with
+`student=`: the teacher reads every text through its own tokenizer and the rows are keyed by the student's token
+ids (logits only).
+
 The teacher is run in inference mode (no dropout), as the live `Distiller` does, so a cache gives the same loss
 terms as the live teacher up to float rounding (`dtype="float16"` halves the size at lower precision).
 
@@ -157,7 +161,7 @@ def _human(n: int) -> str:
 def cache_teacher_outputs(teacher, data, path, logits: bool = True, hidden_layers=None, attention_layers=None,
                           embedding: bool = False, dtype: str = "float32", batch_size: int = 64,
                           max_bytes: int | None = DEFAULT_MAX_BYTES, overwrite: bool = False,
-                          verbose: int = 1) -> "TeacherCache":
+                          verbose: int = 1, student=None) -> "TeacherCache":
     """Runs `teacher` (inference mode) once over `data` and writes its outputs to the folder `path`.
 
     Args:
@@ -170,6 +174,10 @@ def cache_teacher_outputs(teacher, data, path, logits: bool = True, hidden_layer
       max_bytes: refuse (CacheTooLargeError) when the estimate is above this; None for no limit.
       overwrite: replace an existing cache at `path`.
       verbose: 1 prints the size estimate before computing.
+      student: a student whose tokenizer is not the teacher's (a trimmed vocabulary, `tfbertopt.vocabulary`): the
+        teacher still reads each text through its own tokenizer, and the rows are keyed by the student's token ids,
+        so the student trains on its own tokenization against the teacher's outputs for the same text. Needs
+        `Examples` (texts), and logits only: the other outputs are per token of the teacher's tokenization.
 
     Returns: the `TeacherCache` (its `size_bytes` is the estimate that was printed).
 
@@ -181,6 +189,8 @@ def cache_teacher_outputs(teacher, data, path, logits: bool = True, hidden_layer
     if np.dtype(dtype).name not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     features = _features(teacher, data)
+    key_features = features if student is None else _student_features(student, data, hidden_layers,
+                                                                       attention_layers, embedding)
     estimate = estimate_cache_bytes(teacher, features, logits, hidden_layers, attention_layers, embedding, dtype)
     shapes, _, view, meta = _plan(teacher, features, logits, hidden_layers, attention_layers, embedding, dtype)
     total = estimate["total"]
@@ -199,7 +209,7 @@ def cache_teacher_outputs(teacher, data, path, logits: bool = True, hidden_layer
     tmp = f"{path}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    keys = np.asarray(row_keys(features["token_ids"], features["padding_mask"]))
+    keys = np.asarray(row_keys(key_features["token_ids"], key_features["padding_mask"]))
     np.save(os.path.join(tmp, "keys.npy"), keys.astype(bytes), allow_pickle=False)
     arrays = {name: np.lib.format.open_memmap(os.path.join(tmp, f"{name}.npy"), mode="w+", dtype=dtype,
                                               shape=shape) for name, shape in shapes.items()}
@@ -229,12 +239,26 @@ def cache_teacher_outputs(teacher, data, path, logits: bool = True, hidden_layer
     for array in arrays.values():
         array.flush()
     del arrays
-    size, digest = vocabulary_fingerprint(teacher)
-    meta.update(vocabulary_size=size, vocabulary_sha256=digest, size_bytes=total)
+    size, digest = vocabulary_fingerprint(teacher if student is None else student)
+    meta.update(vocabulary_size=size, vocabulary_sha256=digest, size_bytes=total,
+                keyed_by=None if student is None else student.name)
     with open(os.path.join(tmp, "meta.json"), "w") as f:
         json.dump(meta, f, indent=2)
     os.replace(tmp, path)
     return TeacherCache(path)
+
+
+def _student_features(student, data, hidden_layers, attention_layers, embedding) -> dict:
+    """The student's tokenization of `data`'s texts, to key a cache of the teacher's outputs for them."""
+    if getattr(data, "texts", None) is None:
+        raise TypeError("keying a cache by a student's tokenizer needs the texts (GLUE Examples), not features")
+    if hidden_layers or attention_layers or embedding:
+        raise ValueError("a cache keyed by a student's tokenizer holds logits only: hidden states, attention and "
+                         "the embedding output are per token of the teacher's tokenization, which the student's "
+                         "does not share")
+    if getattr(student, "preprocessor", None) is None:
+        raise ValueError(f"the student ({student.name}) has no preprocessor to key the cache with")
+    return encode(data.texts, student.preprocessor)
 
 
 class TeacherCache:
@@ -305,7 +329,8 @@ class TeacherCache:
                                      f"rebuild it for this data")
 
     def check_vocabulary(self, model) -> None:
-        """Raises CacheMismatchError when `model`'s tokenizer differs from the teacher's the cache was made with."""
+        """Raises CacheMismatchError when `model`'s tokenizer differs from the one the cache's rows are keyed by (the
+        teacher's, or the student's it was made for)."""
         size, digest = vocabulary_fingerprint(model)
         if (size is not None and self.vocabulary_size is not None and size != self.vocabulary_size) or \
                 (digest is not None and self.vocabulary_sha256 is not None and digest != self.vocabulary_sha256):

@@ -12,6 +12,7 @@ from tfbertopt.data.tasks import get_task
 from tfbertopt.distillation import (DistillationConfig, IntermediateModel, TeacherCache, bilstm_student,
                                     cache_teacher_outputs, cnn_student, narrow_student, student_from_teacher)
 from tfbertopt.distillation.augmentation import augmented_copies, with_copies
+from tfbertopt.distillation.cache import vocabulary_fingerprint
 from tfbertopt.distillation.mapping import layer_map
 from tfbertopt.distillation.word_students import is_word_student
 from tfbertopt.evaluation import predict_logits
@@ -149,9 +150,14 @@ class DistillStage(Stage):
             copies = augmented_copies(teacher, train, seed=run.recipe["seed"], **options["augment"])
             say(f"distill: {len(copies)} augmented copies of {len(train)} training examples, labelled by the teacher")
         teacher_arg, logits = teacher, None
+        keyed = _own_tokenizer(student, teacher)
+        if keyed and (not options["cache"] or set(config.active_terms()) - {"hard", "logits"}):
+            raise RecipeError(f"stages[{index}].distill: the student's vocabulary is not the teacher's (trimmed), so "
+                              f"the two read different token ids; it learns from the teacher's logits cached per "
+                              f"text: set cache: true and use the logits and hard-label terms only")
         if options["cache"]:     # the cache covers the copies; its logits label them (one teacher pass)
             data = with_copies(train, copies) if copies else train
-            teacher_arg = _teacher_cache(teacher, student, config, options, stage_dir, data)
+            teacher_arg = _teacher_cache(teacher, student, config, options, stage_dir, data, keyed)
             logits = teacher_arg.logits[len(train):] if teacher_arg.has_logits else None
         if copies:
             if logits is None:
@@ -221,15 +227,26 @@ def _make_student(run, teacher, student, options: dict):
     return model
 
 
-def _teacher_cache(teacher, student, config, options: dict, stage_dir: str, train):
-    """A TeacherCache of the outputs the active terms need, written once per stage (reused on resume)."""
+def _own_tokenizer(student, teacher) -> bool:
+    """Whether a transformer student reads other token ids than the teacher (its vocabulary was trimmed)."""
+    if is_word_student(student):
+        return False
+    return vocabulary_fingerprint(student) != vocabulary_fingerprint(teacher)
+
+
+def _teacher_cache(teacher, student, config, options: dict, stage_dir: str, train, keyed: bool = False):
+    """A TeacherCache of the outputs the active terms need, written once per stage (reused on resume); `keyed`:
+    rows keyed by the student's tokenization (its own vocabulary; logits only)."""
     path = os.path.join(stage_dir, "teacher_cache")
-    features = encode(train.texts, teacher.preprocessor)
     if os.path.exists(os.path.join(path, "meta.json")):
         say(f"distill: reusing the teacher cache {path}")
         cache = TeacherCache(path)
-        cache.check_features(features)
+        cache.check_features(encode(train.texts, (student if keyed else teacher).preprocessor))
         return cache
+    if keyed:
+        return cache_teacher_outputs(teacher, train, path, max_bytes=options["cache_max_bytes"], overwrite=True,
+                                     student=student)
+    features = encode(train.texts, teacher.preprocessor)
     terms = config.active_terms()
     hidden, attention = [], []
     if config.uses_layers():
