@@ -75,6 +75,8 @@ HEADLINE = (
      "compound-trimmed-qat-dynamic-int4-tables"),
     ("the augmented student cut to two layers, distilled 3 more epochs, trimmed, QAT",
      "sst2_compound_trimmed_2layer_long.json", "compound-trimmed-qat-dynamic-int4-tables"),
+    ("compound-trimmed, two epochs over the augmented text", "sst2_compound_trimmed_augmented_long.json",
+     "compound-trimmed-qat-dynamic-int4-tables"),
 )
 
 # One line per recipe in recipes/ (docs/recipes.md); keep in step with the folder (the generator checks).
