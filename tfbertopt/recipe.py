@@ -50,6 +50,7 @@ import os
 import yaml
 
 from tfbertopt.data.tasks import get_task
+from tfbertopt.distillation.config import DistillationConfig
 from tfbertopt.distribute import STRATEGIES
 from tfbertopt.quantizers.config import TARGETS
 from tfbertopt.stages import STAGES
@@ -150,9 +151,7 @@ def _check_trimmed_student(i: int, options: dict, names: list) -> None:
     teacher = options["teacher"]
     if not trims or not teacher.startswith("stage:") or int(teacher[len("stage:"):]) >= trims[-1]:
         return
-    config = options["distillation"]
-    terms = [k for k in ("hidden", "attention") if config.get(k)] + \
-        [k for k in ("embedding_weight", "cls_weight") if config.get(k)]
+    terms = set(DistillationConfig.from_config(options["distillation"]).active_terms()) - {"hard", "logits"}
     if not options["cache"] or terms:
         raise RecipeError(f"stages[{i}].distill: the student's vocabulary was trimmed (stages[{trims[-1]}]) and the "
                           f"teacher's was not, so the two read different token ids; it learns from the teacher's "
