@@ -14,7 +14,9 @@ has no teacher row, so this script then exports and verifies four files on the f
 plus one row per other quantization the recipe's export stage writes (e.g. `<final>-int4`, each verified the same
 way). A recipe with a `qat` stage is measured twice: the rows above from the float model just before it
 (post-training quantization), and `<final>-qat-<quantization>` rows from the quantization-aware model, one per
-quantization the export stage writes (float32 aside). Then, with `--peers` ai-edge-quantizer's ready recipes on
+quantization the export stage writes (float32 aside); when that stage only made the fake-quant twin (`epochs: 0`)
+and a later stage trained it, the untrained twin's file is a `<final>-twin-<target>` row too (the post-training
+file, verified against the model it simulates). Then, with `--peers` ai-edge-quantizer's ready recipes on
 the float32 file (`tfbertopt.bench.peers`), for comparison the float model as full-integer int8 (calibrated; not the paper's method), and, for a
 single-sentence task with mediapipe installed, MediaPipe's TextClassifier on the raw dev sentences of every
 compressed quantized file (`mediapipe_agreement`: same label as the interpreter; `mediapipe_score`). It times them
@@ -146,6 +148,14 @@ def main(argv=None) -> int:
         path = next(out["model"] for _, out in reversed(finished[:qat_at]) if out.get("model"))
         before_qat = load_model(path, compile=False)
     student = before_qat or compressed
+    # A qat stage with epochs: 0 that a later stage trained (distill, student: previous): its untrained fake-quant
+    # twin is the post-training file, verified against the model it simulates; measured beside the trained one.
+    twin, twin_target = None, None
+    qat_tags = finished[qat_at][1].get("tags", ["qat"]) if qat_at is not None else []
+    if qat_at is not None and finished[qat_at][1].get("model") and "history" not in finished[qat_at][1] and \
+            any(out.get("model") for _, out in finished[qat_at + 1:]):
+        twin = load_model(finished[qat_at][1]["model"], compile=False)
+        twin_target = recipe["stages"][qat_at]["qat"]["target"]
     recipe_exports = [{"path": e["path"], "quantization": e["quantization"], "size_bytes": e["size_bytes"],
                        "tflite_score": round(e["verification"]["tflite_score"], 4),
                        "passed": e["verification"]["passed"]}
@@ -182,8 +192,13 @@ def main(argv=None) -> int:
     variants += [(student, f"{kind['final_variant']}-{q}", [*kind["final_tags"], *MODES[q].tags], q)
                  for q in dict.fromkeys(exported) if q not in ("float32", "dynamic") and MODES[q].litert]
     if before_qat is not None:
-        variants += [(compressed, f"{kind['final_variant']}-qat-{q}", [*kind["final_tags"], "qat", *MODES[q].tags], q)
+        variants += [(compressed, f"{kind['final_variant']}-qat-{q}", [*kind["final_tags"], *qat_tags, *MODES[q].tags],
+                      q)
                      for q in dict.fromkeys(exported) if q != "float32" and MODES[q].litert]
+    if twin is not None:    # untrained: the qat stage's tags but "qat"
+        variants.append((twin, f"{kind['final_variant']}-twin-{twin_target}",
+                         [*kind["final_tags"], *[t for t in qat_tags if t != "qat"], *MODES[twin_target].tags],
+                         twin_target))
     features = {}
     rows = []
     for model, variant, tags, quantization in variants:

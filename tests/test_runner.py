@@ -184,6 +184,37 @@ def test_qat_stage_for_int4_then_its_export(tmp_path, finetuned, target):
     assert report["ops"]["EMBEDDING_LOOKUP"] == 2 and "GATHER" not in report["ops"]
 
 
+def test_untrained_qat_model_distilled_by_a_later_stage_then_exported(tmp_path, finetuned):
+    """qat epochs: 0 saves the calibrated fake-quant twin untrained; a distill stage with student: previous trains it
+    (still quantization-aware) from a teacher, and the export of the target verifies against it."""
+    import numpy as np
+
+    from tfbertopt.quantization import is_quantized, quantization_config
+    from tfbertopt.saving import load_model
+
+    recipe = dict(RECIPE, model=finetuned, stages=[
+        {"qat": {"target": "int4", "epochs": 0}},
+        {"distill": {"teacher": finetuned, "student": "previous", "max_steps": 2, "epochs": 1}},
+        {"export": {"quantization": ["int4"], "verify_examples": 32, "force": True}}])
+    out = tmp_path / "out"
+    run_recipe(load_recipe(_write(tmp_path, recipe)), str(out))
+    finished = json.loads((out / "state.json").read_text())["finished"]
+    assert "history" not in finished["00_qat"] and 0 <= finished["00_qat"]["dev"]["accuracy"] <= 1
+    untrained, distilled = (load_model(str(out / f"{key}" / "model.keras")) for key in ("00_qat", "01_distill"))
+    assert is_quantized(distilled) and quantization_config(distilled).export_target == "int4"
+    kernel = lambda m: np.asarray(m.backbone.transformer_layers[0].weights[0])    # noqa: E731
+    assert not np.allclose(kernel(untrained), kernel(distilled))
+    report = json.loads((out / "02_export" / "model_int4.tflite.json").read_text())
+    assert report["verification"]["passed"] and report["verification"]["label_agreement"] >= 0.99
+
+
+def test_qat_epochs_must_not_be_negative(tmp_path):
+    from tfbertopt.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"stages\[0\].qat.epochs: must be >= 0"):
+        load_recipe(_write(tmp_path, dict(RECIPE, stages=[{"qat": {"epochs": -1}}])))
+
+
 def test_int8_matmul_export_stage_is_verified_and_tagged(tmp_path, finetuned):
     recipe = dict(RECIPE, model=finetuned, stages=[
         {"export": {"quantization": ["int8-matmul"], "verify_examples": 32, "min_agreement": 0.9,

@@ -92,6 +92,12 @@ RECIPE_SUMMARIES = {
     "sst2_compound.yaml": "half the heads and FFN neurons removed and shrunk, recovery, dynamic int8",
     "sst2_compound_10x.yaml": "LayerDrop, layers 4 and 6 dropped, heads/FFN shrink, E=128, cached-teacher KD, "
                               "dynamic int8",
+    "sst2_compound_int4.yaml": "the two-epoch augmented compound student with its full vocabulary, QAT for int4 "
+                               "kernels and tables (distilled from the float student)",
+    "sst2_compound_int4_distilled.yaml": "compound-int4 with its int4 fake-quant twin trained by one more epoch of "
+                                         "the augmented distillation from the teacher (qat epochs: 0, then distill)",
+    "sst2_compound_int4_learned.yaml": "compound-int4-distilled with learned per-channel int4 scales (LSQ from the "
+                                       "least-squares clip)",
     "sst2_compound_trimmed.yaml": "compound-10x, vocabulary trimmed to 16,000 WordPieces, QAT of int8 kernels and "
                                   "int4 tables (dynamic-int4-tables)",
     "sst2_compound_trimmed_augmented.yaml": "compound-trimmed with TinyBERT-style augmented text in the distillation "

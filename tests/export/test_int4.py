@@ -178,6 +178,45 @@ def test_quantization_aware_int4_kernels_are_stored_exactly(tiny_classifier, tmp
     assert diff < 0.05, diff     # only the on-the-fly activation quantization differs
 
 
+@pytest.mark.parametrize("svd", [False, True])
+def test_learned_int4_scales_are_stored_exactly(tiny_classifier, tmp_path, svd):
+    """learned_weight_scales: every kernel starts at its least-squares clip (closer to the float kernel than the
+    max-abs grid), and the file stores the clipped grid exactly, SVD factor pairs included."""
+    import dataclasses
+
+    from tfbertopt.factorization import factorize
+    from tfbertopt.layers import QuantizedEinsumDense, QuantizedLowRankEinsumDense
+
+    train = demo_examples("train", 32)
+    config = dataclasses.replace(QuantizationConfig.for_export("int4"), learned_weight_scales=True)
+    source = factorize(tiny_classifier, rank=8, roles=["ffn_intermediate"]) if svd else tiny_classifier
+    model = quantize_model(source, config)
+    grids, closer = [], []
+    for layer in model._flatten_layers():
+        if isinstance(layer, QuantizedEinsumDense) and layer.weight_clip_ratio is not None:
+            pairs = [(np.asarray(layer.kernel), layer._channel_axes, np.asarray(layer.weight_clip_ratio))]
+        elif isinstance(layer, QuantizedLowRankEinsumDense) and layer.clip_ratios:
+            pairs = [(np.asarray(getattr(layer, name)), axes, np.asarray(layer.clip_ratios[name]))
+                     for name, axes in layer._factor_axes().items()]
+        else:
+            continue
+        for kernel, axes, ratio in pairs:
+            assert np.all((ratio >= 0.3) & (ratio <= 1.0))
+            grid = np.asarray(fake_quant_weight(kernel, axes, 4, clip_ratio=ratio), np.float32)
+            error = lambda q: float(((np.asarray(q) - kernel) ** 2).sum())   # noqa: E731
+            closer.append(error(grid) <= error(fake_quant_weight(kernel, axes, 4)))
+            grids.append((as_fully_connected(grid, axes), ratio.min() < 1))
+    assert len(grids) == len(projections(source)) - 1     # every kernel but the head's (a Dense outside the backbone)
+    assert all(closer) and any(c for _, c in grids)
+    result = export_litert(model, tmp_path / "learned_int4.tflite", "int4", sequence_length=16)
+    stored = int4_weights_of(result.path)["FULLY_CONNECTED"]
+    for grid, _ in grids:
+        assert stored_as(stored, grid, 1e-6)
+    features = encode(train.texts, model.preprocessor)
+    diff = np.abs(run_litert(result.path, features) - predict_logits(model, features)).max()
+    assert diff < 0.05, diff     # only the on-the-fly activation quantization differs
+
+
 @pytest.mark.parametrize("target", ["int4", "int4-block32", "dynamic-int4-tables"])
 def test_quantization_aware_tables_are_stored_exactly(tiny_classifier, tmp_path, target):
     train = demo_examples("train", 32)

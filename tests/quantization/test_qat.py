@@ -10,7 +10,7 @@ import pytest
 from tfbertopt.data.pipeline import encode
 from tfbertopt.kernels import find_kernels
 from tfbertopt.models import tiny_classifier as tiny_classifier_of
-from tfbertopt.quantization import (activation_quantizers, activation_ranges, calibrate_ranges, is_quantized,
+from tfbertopt.quantization import (QuantizationConfig, activation_quantizers, activation_ranges, calibrate_ranges, is_quantized,
                                     quantize_model, uninitialized_quantizers)
 from tfbertopt.train import finetune, predict_logits
 
@@ -73,6 +73,28 @@ def test_save_load_is_exact_with_ranges(qat_model, demo_data, tmp_path):
     assert activation_ranges(loaded) == activation_ranges(qat_model), _quantizer_states(loaded, qat_model)
     features = encode(demo_data[1].texts, qat_model.preprocessor)
     np.testing.assert_array_equal(predict_logits(loaded, features), predict_logits(qat_model, features))
+
+
+def test_learned_weight_scales_train_and_save(tiny_classifier, demo_data, tmp_path):
+    import dataclasses
+
+    from tfbertopt.layers import QuantizedEinsumDense
+    from tfbertopt.saving import load_model
+
+    config = dataclasses.replace(QuantizationConfig.for_export("int4"), learned_weight_scales=True)
+    model = quantize_model(tiny_classifier, config)
+    ratios = lambda m: {w.path: np.asarray(w).copy() for w in m.weights if w.path.endswith("clip_ratio")}  # noqa
+    before = ratios(model)
+    assert len(before) == sum(isinstance(x, QuantizedEinsumDense) for x in model._flatten_layers())
+    finetune(model, demo_data[0].take(64), None, epochs=1, batch_size=16, learning_rate=1e-2, verbose=0)
+    after = ratios(model)
+    assert any(not np.allclose(after[k], before[k]) for k in before)        # the scales are trained
+    path = os.path.join(tmp_path, "learned.keras")
+    model.save(path)
+    loaded = load_model(path)
+    assert all(np.array_equal(v, after[k]) for k, v in ratios(loaded).items()) and ratios(loaded).keys() == after.keys()
+    features = encode(demo_data[1].texts, model.preprocessor)
+    np.testing.assert_array_equal(predict_logits(loaded, features), predict_logits(model, features))
 
 
 def _quantizer_states(loaded, trained) -> str:

@@ -42,6 +42,46 @@ def test_weight_gradient_is_straight_through():
     np.testing.assert_allclose(tape.gradient(loss, w).numpy(), np.arange(12, dtype="float32").reshape(4, 3))
 
 
+@settings(max_examples=examples(40), deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(2, 40), st.integers(1, 4)), elements=st.floats(-2, 2, width=32)),
+       st.floats(0.3, 1.0))
+def test_clipped_grid_tops_at_a_weight_value(w, ratio):
+    """With a clip ratio the grid's top is ratio x max |w| and some rounded weight reaches it, so the exporter's
+    max-abs scale of the rounded kernel is the trained scale."""
+    q = np.asarray(fake_quant_weight(w, (1,), 4, clip_ratio=np.full(w.shape[1], ratio, "float32")))
+    amax = np.abs(w).max(axis=0)
+    live = amax > 0
+    scale = amax[live] * np.float32(ratio) / 7
+    steps = q[:, live] / scale
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+    np.testing.assert_allclose(np.abs(q[:, live]).max(axis=0), 7 * scale, rtol=1e-5)
+
+
+def test_clip_ratio_learns_and_clipped_weights_get_no_gradient():
+    import tensorflow as tf
+
+    w = tf.Variable(np.array([[0.1], [-0.2], [0.05], [1.0]], "float32"))     # one outlier
+    ratio = tf.Variable(np.array([0.5], "float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(fake_quant_weight(w, (1,), 4, clip_ratio=ratio) ** 2)
+    grad_w, grad_ratio = tape.gradient(loss, [w, ratio])
+    assert grad_w.numpy()[3, 0] == 0 and np.all(grad_w.numpy()[:3] != 0)   # the clipped outlier is held
+    assert grad_ratio.numpy()[0] != 0                                        # the scale is trained (LSQ)
+    with tf.GradientTape() as tape:                                          # above 1 it is used as 1, still trained
+        loss = tf.reduce_sum(fake_quant_weight(w, (1,), 4, clip_ratio=ratio + 1.0) ** 2)
+    assert tape.gradient(loss, ratio).numpy()[0] != 0
+
+
+def test_least_squares_clip_beats_max_abs_on_heavy_tails():
+    from tfbertopt.quantizers.fake_quant import mse_clip_ratios
+
+    w = np.random.default_rng(0).standard_t(3, size=(384, 16)).astype("float32")
+    ratios = mse_clip_ratios(w, (1,), num_bits=4)
+    assert ratios.shape == (16,) and np.all((ratios >= 0.3) & (ratios <= 1.0)) and ratios.mean() < 0.9
+    error = lambda q: float(((np.asarray(q) - w) ** 2).sum())   # noqa: E731
+    assert error(fake_quant_weight(w, (1,), 4, clip_ratio=ratios)) < 0.9 * error(fake_quant_weight(w, (1,), 4))
+
+
 def test_activation_grid_and_clamp():
     x = np.linspace(-3, 5, 101, dtype="float32")
     y = np.asarray(fake_quant_activation(x, -1.0, 2.0))

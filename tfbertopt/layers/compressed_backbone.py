@@ -137,7 +137,7 @@ class CompressedBackbone(Backbone):
         else:   # its kernel on the export's grid; the activations around it are the embeddings' quantizers
             self.embedding_projection = QuantizedEinsumDense(
                 "abc,cd->abd", (None, hidden_dim), bias_axes="d" if after_norm else None,
-                weight_bits=quantization.weight_bits, weight_block_size=quantization.weight_block_size,
+                **quantization.weight_options(),
                 kernel_initializer=init, dtype=dtype, name="embedding_projection")
         self.position_embedding = PositionEmbedding(
             sequence_length=max_sequence_length, initializer=init, dtype=dtype,
@@ -183,8 +183,7 @@ class CompressedBackbone(Backbone):
         else:
             linear = quantization.quantizer_for("linear")
             self.pooled_dense = QuantizedEinsumDense("ab,bc->ac", (hidden_dim,), bias_axes="c", activation="tanh",
-                                                     weight_bits=quantization.weight_bits,
-                                                     weight_block_size=quantization.weight_block_size,
+                                                     **quantization.weight_options(),
                                                      pre_activation_quantizer=linear, output_quantizer=linear,
                                                      input_quantizer=quantization.quantizer_for("matmul_inputs"),
                                                      float_activation=quantization.matmul_only,

@@ -227,14 +227,13 @@ def _dense(units, rank, activation=None, quantization=None, **kwargs):
         if rank is not None:     # two FULLY_CONNECTED ops; the rank-wide tensor between them is a "linear" point
             return QuantizedLowRankEinsumDense(
                 "abc,cd->abd", (None, units), rank, bias_axes="d", activation=activation,
-                weight_bits=quantization.weight_bits, weight_block_size=quantization.weight_block_size,
+                **quantization.weight_options(),
                 input_quantizer=quantization.quantizer_for("matmul_inputs"),
                 rank_quantizer=linear, float_activation=quantization.matmul_only,
                 output_quantizer=gelu if activation is not None else linear,
                 pre_activation_quantizer=linear if activation is not None else None, **kwargs)
         return QuantizedEinsumDense("abc,cd->abd", (None, units), bias_axes="d", activation=activation,
-                                    weight_bits=quantization.weight_bits,
-                                    weight_block_size=quantization.weight_block_size,
+                                    **quantization.weight_options(),
                                     input_quantizer=quantization.quantizer_for("matmul_inputs"),
                                     output_channel_scales=quantization.output_channel_spread is not None,
                                     float_activation=quantization.matmul_only,

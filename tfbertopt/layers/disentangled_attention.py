@@ -92,7 +92,7 @@ class DisentangledAttention(keras.layers.Layer):
         rank, config = self.ranks.get(name), self.quantization
         if config is not None:
             linear = config.quantizer_for("linear")
-            quantized = {"weight_bits": config.weight_bits, "weight_block_size": config.weight_block_size,
+            quantized = {**config.weight_options(),
                          "output_quantizer": linear,
                          "input_quantizer": config.quantizer_for("matmul_inputs"), **common}
             if rank is None:

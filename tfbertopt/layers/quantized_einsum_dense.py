@@ -34,6 +34,9 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
     """Args (beyond EinsumDense's):
       weight_bits: bits of the symmetric per-channel kernel grid.
       weight_block_size: one scale per this many consecutive inputs of each channel (blockwise int4), or None.
+      learned_weight_scales: a trainable per-channel `weight_clip_ratio` sets the grid's top as a fraction of the
+        channel's max |w| (`fake_quant_weight`'s `clip_ratio`; ones, max |w| itself, until set, e.g. by
+        `tfbertopt.quantization.quantize_model`).
       output_quantizer: `ActivationQuantizer` config for the output, or None for no output fake-quant.
       pre_activation_quantizer: `ActivationQuantizer` config for the output before `activation`, or None.
       input_quantizer: `ActivationQuantizer` config for the input, or None (the int8-matmul graph quantizes it in
@@ -47,11 +50,12 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
     """
 
     def __init__(self, equation, output_shape, weight_bits: int = 8, weight_block_size: int | None = None,
-                 output_quantizer: dict | None = None,
+                 learned_weight_scales: bool = False, output_quantizer: dict | None = None,
                  pre_activation_quantizer: dict | None = None, input_quantizer: dict | None = None,
                  output_channel_scales: bool = False, float_activation: bool = False, **kwargs):
         super().__init__(equation, output_shape, **kwargs)
         self.weight_bits, self.weight_block_size = int(weight_bits), weight_block_size
+        self.learned_weight_scales = bool(learned_weight_scales)
         self.output_channel_scales = bool(output_channel_scales)
         self.float_activation = bool(float_activation)
         self.quantizer_configs = {"output_quantizer": output_quantizer,
@@ -78,6 +82,11 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
             self.output_scale = self.add_weight(name="output_scale", shape=channels, initializer="ones",
                                                 trainable=False, autocast=False)
         self._scaled = False   # all-ones scales are the identity: no rescaling ops in the graph
+        self.weight_clip_ratio = None
+        if self.learned_weight_scales:
+            channels = tuple(self.kernel.shape[i] for i in self._channel_axes)
+            self.weight_clip_ratio = self.add_weight(name="weight_clip_ratio", shape=channels, initializer="ones",
+                                                     autocast=False)
 
     def set_output_scale(self, scale):
         """Sets the per-channel output scale (`output_channel_scales` layers); all ones turns the rescaling off."""
@@ -94,10 +103,15 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
         """The quantizer of the FULLY_CONNECTED output: before the activation when there is one."""
         return self.pre_activation_quantizer if self._has_activation else self.output_quantizer
 
+    def quantized_kernel(self):
+        """The kernel on its grid (straight-through gradients to the kernel and the clip ratios)."""
+        return fake_quant_weight(self.kernel, self._channel_axes, self.weight_bits, self.weight_block_size,
+                                 clip_ratio=self.weight_clip_ratio)
+
     def call(self, inputs, training=None):
         if self.input_quantizer is not None:
             inputs = self.input_quantizer(inputs, training=training)
-        kernel = fake_quant_weight(self.kernel, self._channel_axes, self.weight_bits, self.weight_block_size)
+        kernel = self.quantized_kernel()
         x = ops.einsum(self.equation, inputs, ops.cast(kernel, inputs.dtype))
         if self.bias is not None:
             x = ops.add(x, self.bias)
@@ -122,29 +136,39 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
     def weight_only_call(self, inputs):
         """The layer with its kernel on the int8 grid and no activation fake-quant (the output scale is the identity
         in float): for a graph constant, which the export folds into a constant (DeBERTa's relative embeddings)."""
-        kernel = fake_quant_weight(self.kernel, self._channel_axes, self.weight_bits, self.weight_block_size)
+        kernel = self.quantized_kernel()
         x = ops.einsum(self.equation, inputs, ops.cast(kernel, inputs.dtype))
         if self.bias is not None:
             x = ops.add(x, self.bias)
         return x if self.activation is None else self.activation(x)
 
-    # EinsumDense stores its kernel and bias by position; the output scale follows them.
-    def _scale_key(self):
-        return str(1 + (self.bias is not None))
+    # EinsumDense stores its kernel and bias by position; the output scale and the clip ratios follow them.
+    def _extra_keys(self) -> dict:
+        first = 1 + (self.bias is not None)
+        names = [n for n, on in (("output_scale", self.output_channel_scales),
+                                 ("weight_clip_ratio", self.learned_weight_scales)) if on]
+        return {name: str(first + i) for i, name in enumerate(names)}
 
     def save_own_variables(self, store):
         super().save_own_variables(store)
-        if self.built and self.output_channel_scales:
-            store[self._scale_key()] = self.output_scale
+        if self.built:
+            for name, key in self._extra_keys().items():
+                store[key] = getattr(self, name)
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
-        if self.built and self.output_channel_scales:
-            self.set_output_scale(store[self._scale_key()])
+        if not self.built:
+            return
+        keys = self._extra_keys()
+        if "output_scale" in keys:
+            self.set_output_scale(store[keys["output_scale"]])
+        if "weight_clip_ratio" in keys:
+            self.weight_clip_ratio.assign(store[keys["weight_clip_ratio"]])
 
     def get_config(self):
         config = super().get_config()
         config.update({"weight_bits": self.weight_bits, "weight_block_size": self.weight_block_size,
+                       "learned_weight_scales": self.learned_weight_scales,
                        "output_channel_scales": self.output_channel_scales,
                        "float_activation": self.float_activation,
                        **self.quantizer_configs})

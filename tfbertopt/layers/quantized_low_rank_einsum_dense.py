@@ -32,19 +32,21 @@ QUANTIZERS = ("input_quantizer", "rank_quantizer", "pre_activation_quantizer", "
 
 @keras.saving.register_keras_serializable(package="tfbertopt")
 class QuantizedLowRankEinsumDense(LowRankEinsumDense):
-    """Args (beyond LowRankEinsumDense's): `weight_bits` and `weight_block_size` (as in `QuantizedEinsumDense`), and an `ActivationQuantizer` config (or None) for each of
+    """Args (beyond LowRankEinsumDense's): `weight_bits`, `weight_block_size` and `learned_weight_scales` (as in
+    `QuantizedEinsumDense`; a `clip_ratio` per channel of each factor), and an `ActivationQuantizer` config (or None) for each of
     `input_quantizer`, `rank_quantizer` (the intermediate), `pre_activation_quantizer` and `output_quantizer`;
     `float_activation` as in `QuantizedEinsumDense`."""
 
     def __init__(self, equation, output_shape, rank, weight_bits: int = 8, weight_block_size: int | None = None,
-                 input_quantizer: dict | None = None,
+                 learned_weight_scales: bool = False, input_quantizer: dict | None = None,
                  rank_quantizer: dict | None = None, pre_activation_quantizer: dict | None = None,
                  output_quantizer: dict | None = None, float_activation: bool = False, **kwargs):
         super().__init__(equation, output_shape, rank, **kwargs)
         if pre_activation_quantizer is not None and kwargs.get("activation") is None:
             raise ValueError("pre_activation_quantizer needs an activation")
         self.weight_bits, self.float_activation = int(weight_bits), bool(float_activation)
-        self.weight_block_size = weight_block_size
+        self.weight_block_size, self.learned_weight_scales = weight_block_size, bool(learned_weight_scales)
+        self.clip_ratios = {}
         self.quantizer_configs = dict(zip(QUANTIZERS, (input_quantizer, rank_quantizer, pre_activation_quantizer,
                                                        output_quantizer)))
         for name, config in self.quantizer_configs.items():
@@ -57,18 +59,26 @@ class QuantizedLowRankEinsumDense(LowRankEinsumDense):
         super().build(input_shape)
         for quantizer in self.quantizers().values():
             quantizer.build(None)
+        if self.learned_weight_scales:    # per output channel of each factor (the axes `_factors` keeps)
+            for name, axes in self._factor_axes().items():
+                shape = tuple(getattr(self, name).shape[i] for i in axes)
+                self.clip_ratios[name] = self.add_weight(name=f"{name}_clip_ratio", shape=shape, initializer="ones",
+                                                         autocast=False)
 
     @property
     def _has_activation(self):
         return self.activation not in (None, keras.activations.linear)
 
+    def _factor_axes(self) -> dict:
+        """Each factor's per-channel axes: the rank axis of `factor_in`, the output axes of `factor_out`."""
+        return {"factor_in": (len(self.factor_in.shape) - 1,),
+                "factor_out": tuple(range(1, len(self.factor_out.shape)))}
+
     def _factors(self):
-        """Both factors on their per-channel int8 grids."""
-        factor_in = fake_quant_weight(self.factor_in, (len(self.factor_in.shape) - 1,), self.weight_bits,
-                                      self.weight_block_size)
-        factor_out = fake_quant_weight(self.factor_out, tuple(range(1, len(self.factor_out.shape))),
-                                       self.weight_bits, self.weight_block_size)
-        return factor_in, factor_out
+        """Both factors on their per-channel grids."""
+        return tuple(fake_quant_weight(getattr(self, name), axes, self.weight_bits, self.weight_block_size,
+                                       clip_ratio=self.clip_ratios.get(name))
+                     for name, axes in self._factor_axes().items())
 
     def weight_only_call(self, inputs):
         """The layer with its factors on the int8 grid and no activation fake-quant: for a graph constant, which
@@ -103,6 +113,7 @@ class QuantizedLowRankEinsumDense(LowRankEinsumDense):
     def get_config(self):
         config = super().get_config()
         config.update({"weight_bits": self.weight_bits, "weight_block_size": self.weight_block_size,
+                       "learned_weight_scales": self.learned_weight_scales,
                        "float_activation": self.float_activation,
                        **self.quantizer_configs})
         return config

@@ -78,14 +78,14 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
             if rank is None:
                 quantized = QuantizedEinsumDense(
                     dense.equation, dense.partial_output_shape, bias_axes=dense.bias_axes,
-                    weight_bits=config.weight_bits, weight_block_size=config.weight_block_size,
+                    **config.weight_options(),
                     output_quantizer=output_quantizer,
                     input_quantizer=config.quantizer_for("matmul_inputs"),
                     output_channel_scales=config.output_channel_spread is not None, name=dense.name, **common)
             else:
                 quantized = QuantizedLowRankEinsumDense(
                     dense.equation, dense.partial_output_shape, rank, bias_axes=dense.bias_axes,
-                    weight_bits=config.weight_bits, weight_block_size=config.weight_block_size,
+                    **config.weight_options(),
                     output_quantizer=output_quantizer, rank_quantizer=output_quantizer,
                     input_quantizer=config.quantizer_for("matmul_inputs"), name=dense.name, **common)
             quantized.build(shapes[attr])

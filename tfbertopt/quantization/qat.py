@@ -52,10 +52,11 @@ import numpy as np
 from tfbertopt.data.calibration import calibration_features
 from tfbertopt.data.pipeline import model_input_names, without_preprocessor
 from tfbertopt.kernels import UnsupportedModelError, find_kernels, get_backbone
-from tfbertopt.layers import ActivationQuantizer
+from tfbertopt.layers import ActivationQuantizer, QuantizedEinsumDense, QuantizedLowRankEinsumDense
 from tfbertopt.pruning.prune import attach_mask
 from tfbertopt.quantizers.channel_scales import equalization_scales, matmul_ranges
 from tfbertopt.quantizers.config import QuantizationConfig
+from tfbertopt.quantizers.fake_quant import mse_clip_ratios
 from tfbertopt.surgery import as_compressed, rebuild
 
 
@@ -160,6 +161,24 @@ def preserve_sparsity(model) -> int:
     return count
 
 
+def init_clip_ratios(model) -> int:
+    """Starts every learned clip ratio (`QuantizationConfig.learned_weight_scales`) at the least-squares clip of its
+    kernel's current values (`mse_clip_ratios`); returns how many kernels have them."""
+    n = 0
+    for layer in model._flatten_layers():
+        if isinstance(layer, QuantizedEinsumDense) and layer.weight_clip_ratio is not None:
+            pairs = [(layer.weight_clip_ratio, layer.kernel, layer._channel_axes)]
+        elif isinstance(layer, QuantizedLowRankEinsumDense) and layer.clip_ratios:
+            axes = layer._factor_axes()
+            pairs = [(ratio, getattr(layer, name), axes[name]) for name, ratio in layer.clip_ratios.items()]
+        else:
+            continue
+        for ratio, kernel, channel_axes in pairs:
+            ratio.assign(mse_clip_ratios(np.asarray(kernel), channel_axes, layer.weight_bits))
+            n += 1
+    return n
+
+
 def quantize_model(model, config: QuantizationConfig | dict | None = None, calibration=None,
                    calibration_steps: int = 100, preserve_sparsity_masks: bool = True):
     """A quantization-aware copy of a classifier (TFMOT's `quantize_model`, for keras-hub models).
@@ -181,6 +200,8 @@ def quantize_model(model, config: QuantizationConfig | dict | None = None, calib
     quantized = rebuild(source, quantization=config.get_config())
     if preserve_sparsity_masks:
         preserve_sparsity(quantized)
+    if config.learned_weight_scales:
+        init_clip_ratios(quantized)
     if calibration is not None and config.points:     # weight-only schemes (int4) have no ranges to start
         calibration = _calibration_features(source, calibration, calibration_steps)   # tokenized once, for both
         if config.output_channel_spread is not None:

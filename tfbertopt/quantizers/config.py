@@ -74,6 +74,9 @@ class QuantizationConfig:
         EMBEDDING_LOOKUPs of "int4" and "dynamic-int4-tables"; `QuantizedEmbedding`). None: float tables.
       weight_block_size: one (float16) scale per this many consecutive inputs of each kernel channel and entries of
         each table row instead of one per channel or row (32: "int4-block32"). None: per channel.
+      learned_weight_scales: each kernel channel's scale is a trained fraction of its max |w| (LSQ-style, started
+        at the least-squares clip by `quantize_model`; `fake_quant_weight`'s `clip_ratio`) instead of max |w|
+        itself; per-channel kernels only (not blockwise, not the tables).
     """
 
     weight_bits: int = 8
@@ -84,6 +87,7 @@ class QuantizationConfig:
     output_channel_spread: float | None = None
     table_bits: int | None = None
     weight_block_size: int | None = None
+    learned_weight_scales: bool = False
 
     def __post_init__(self):
         points = (self.points,) if isinstance(self.points, str) else tuple(self.points)
@@ -100,6 +104,9 @@ class QuantizationConfig:
         block = self.weight_block_size
         if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
             raise ValueError(f"weight_block_size must be a positive integer or None, got {block!r}")
+        if self.learned_weight_scales and block is not None:
+            raise ValueError("learned_weight_scales trains per-channel scales; blockwise ones (weight_block_size) "
+                             "are not learned")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.output_channel_spread is not None and not self.output_channel_spread >= 1.0:
@@ -135,6 +142,11 @@ class QuantizationConfig:
         if self.weight_bits == 8 and self.table_bits == 4 and not self.points:
             return "dynamic-int4-tables"
         return "int8-matmul" if self.matmul_only else "int8"
+
+    def weight_options(self) -> dict:
+        """The kernel-grid arguments of `QuantizedEinsumDense` and `QuantizedLowRankEinsumDense`."""
+        return {"weight_bits": self.weight_bits, "weight_block_size": self.weight_block_size,
+                "learned_weight_scales": self.learned_weight_scales}
 
     @property
     def matmul_only(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from tfbertopt.evaluation import evaluate
 from tfbertopt.quantization import QuantizationConfig, activation_ranges, quantize_model
 from tfbertopt.quantizers.config import POINTS, TARGETS
 from tfbertopt.stages.base import RecipeError, Stage, say
@@ -27,18 +28,24 @@ class QatStage(Stage):
                                 "or dynamic-int4-tables (8-bit kernels, 4-bit tables)"),
         "points": (None, list, "activations that carry an int8 fake-quant (see "
                                "tfbertopt.quantization.QuantizationConfig); default: the target's"),
+        "learned_weight_scales": (False, bool, "train each kernel channel's scale (a clip of its max |w|, started "
+                                               "at the least-squares one; LSQ) instead of tracking max |w|; "
+                                               "per-channel targets only"),
         "symmetric_activations": (False, bool, "symmetric activation ranges (Q8BERT) instead of LiteRT's asymmetric"),
         "ema_decay": (0.99, float, "decay of the moving averages of activation min/max"),
         "calibration_steps": (100, int, "training examples whose min/max start the activation ranges"),
         "distill": (False, bool, "add the float model's logits as a teacher (0.5 hard labels + 0.5 KL at T=2)"),
-        "epochs": (1, int, "quantization-aware fine-tuning epochs"),
+        "epochs": (1, int, "quantization-aware fine-tuning epochs; 0: quantize and calibrate only (the fake-quant "
+                           "twin of the post-training file, for a later stage to train, e.g. distill with "
+                           "student: previous)"),
         "batch_size": (32, int, "examples per step"),
         "learning_rate": (2e-5, float, "peak AdamW learning rate"),
         "max_steps": (None, int, "cap on steps per epoch"),
         **KEEP_OPTION,
     }
     allowed: ClassVar[dict] = {"target": " | ".join(TARGETS), "points": "list of: " + ", ".join(POINTS)}
-    counts = ("epochs", "batch_size", "max_steps")
+    counts = ("batch_size", "max_steps")
+    non_negative = ("epochs",)
     trains = True
 
     def check(self, path: str, options: dict) -> None:
@@ -49,24 +56,34 @@ class QatStage(Stage):
             unknown = [p for p in points if p not in POINTS]
             if unknown or not points:
                 raise RecipeError(f"{path}.points: unknown {unknown or 'empty list'}; choose from {list(POINTS)}")
+        if options["learned_weight_scales"] and QuantizationConfig.for_export(options["target"]).weight_block_size:
+            raise RecipeError(f"{path}.learned_weight_scales: the {options['target']} target has blockwise scales; "
+                              f"learned scales are per channel (use int4, int8, int8-matmul or dynamic-int4-tables)")
         if not 0.0 <= options["ema_decay"] < 1.0:
             raise RecipeError(f"{path}.ema_decay: must be in [0, 1), got {options['ema_decay']}")
 
     def tags(self, options: dict) -> list[str]:
-        return ["qat"]
+        return ["qat"] + (["learned-scales"] if options["learned_weight_scales"] else [])
 
     def run(self, run, options: dict, stage_dir: str, train, dev, index: int) -> dict:
         config = QuantizationConfig.for_export(options["target"])
         config = dataclasses.replace(config, points=tuple(options["points"] or config.points),
                                      ema_decay=options["ema_decay"],
+                                     learned_weight_scales=options["learned_weight_scales"],
                                      symmetric_activations=options["symmetric_activations"])
         tables = f"{config.table_bits}-bit tables, " if config.table_bits else ""
+        scales = " (learned scales)" if config.learned_weight_scales else ""
         activations = (f"{config.activation_bits}-bit fake-quant at {', '.join(config.points)}, ranges from "
                        f"{options['calibration_steps']} training examples" if config.points else "float activations")
-        say(f"qat for the {options['target']} graph: {config.weight_bits}-bit kernels, {tables}{activations}")
+        say(f"qat for the {options['target']} graph: {config.weight_bits}-bit kernels{scales}, {tables}{activations}")
         teacher = run.model
         run.model = quantize_model(run.model, config, calibration=train,
                                    calibration_steps=options["calibration_steps"])
+        if not options["epochs"]:
+            dev_metrics = evaluate(run.model, dev)
+            say(f"qat: epochs 0, the quantization-aware model is saved untrained (dev {dev_metrics})")
+            return self.save_model(run, stage_dir, {"tags": self.tags(options), "dev": dev_metrics,
+                                                    "activation_ranges": len(activation_ranges(run.model))})
         history = finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
                            learning_rate=options["learning_rate"], max_steps=options["max_steps"],
                            seed=run.recipe["seed"], verbose=2, teacher=teacher if options["distill"] else None,

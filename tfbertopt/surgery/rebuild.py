@@ -113,10 +113,11 @@ def _layer_variables(ref):
 
 
 def _is_quantizer_state(path: str) -> bool:
-    """A variable of an `ActivationQuantizer` (its learned range) or a projection's `output_scale`, which a float
-    source does not have."""
+    """A variable of an `ActivationQuantizer` (its learned range), a projection's `output_scale` or a kernel's clip
+    ratios (`learned_weight_scales`), which a float source does not have."""
     parts = path.split("/")
-    return (len(parts) >= 2 and parts[-2].endswith("quantizer")) or parts[-1] == "output_scale"
+    return ((len(parts) >= 2 and parts[-2].endswith("quantizer")) or parts[-1] == "output_scale"
+            or parts[-1].endswith("clip_ratio"))
 
 
 def _source_path(path: str, sources: dict[int, int] | None) -> str:
