@@ -56,7 +56,7 @@ def fake_quant_weight(w, channel_axes, num_bits: int = 8, block_size: int | None
     but `channel_axes`, flattened in order, as LiteRT flattens them), rounded to bfloat16 as ai-edge-quantizer
     rounds its blockwise int4 scales (it stores them in a float16 tensor with a 7-bit mantissa).
     `clip_ratio`: per channel (the shape of the `channel_axes`), the grid's top as a fraction of the channel's
-    max |w|, used within (0, 1] and trained (see the module docstring); None: max |w|."""
+    max |w|, used within [MIN_CLIP_RATIO, 1] and trained (see the module docstring); None: max |w|."""
     qmax = float(2 ** (num_bits - 1) - 1)
     reduce_axes = tuple(i for i in range(len(w.shape)) if i not in channel_axes)
     if block_size:
