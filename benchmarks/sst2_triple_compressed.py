@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     # twin is the post-training file, verified against the model it simulates; measured beside the trained one.
     twin, twin_target = None, None
     qat_tags = finished[qat_at][1].get("tags", ["qat"]) if qat_at is not None else []
-    if qat_at is not None and finished[qat_at][1].get("model") and "history" not in finished[qat_at][1] and \
+    if qat_at is not None and recipe["stages"][qat_at]["qat"]["epochs"] == 0 and \
             any(out.get("model") for _, out in finished[qat_at + 1:]):
         twin = load_model(finished[qat_at][1]["model"], compile=False)
         twin_target = recipe["stages"][qat_at]["qat"]["target"]

@@ -213,6 +213,9 @@ def test_qat_epochs_must_not_be_negative(tmp_path):
 
     with pytest.raises(RecipeError, match=r"stages\[0\].qat.epochs: must be >= 0"):
         load_recipe(_write(tmp_path, dict(RECIPE, stages=[{"qat": {"epochs": -1}}])))
+    with pytest.raises(RecipeError, match=r"stages\[0\].qat: learned_weight_scales trains per-channel scales"):
+        load_recipe(_write(tmp_path, dict(RECIPE, stages=[{"qat": {"target": "int4-block32",
+                                                                   "learned_weight_scales": True}}])))
 
 
 def test_int8_matmul_export_stage_is_verified_and_tagged(tmp_path, finetuned):

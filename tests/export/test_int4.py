@@ -193,14 +193,10 @@ def test_learned_int4_scales_are_stored_exactly(tiny_classifier, tmp_path, svd):
     model = quantize_model(source, config)
     grids, closer = [], []
     for layer in model._flatten_layers():
-        if isinstance(layer, QuantizedEinsumDense) and layer.weight_clip_ratio is not None:
-            pairs = [(np.asarray(layer.kernel), layer._channel_axes, np.asarray(layer.weight_clip_ratio))]
-        elif isinstance(layer, QuantizedLowRankEinsumDense) and layer.clip_ratios:
-            pairs = [(np.asarray(getattr(layer, name)), axes, np.asarray(layer.clip_ratios[name]))
-                     for name, axes in layer._factor_axes().items()]
-        else:
+        if not isinstance(layer, (QuantizedEinsumDense, QuantizedLowRankEinsumDense)):
             continue
-        for kernel, axes, ratio in pairs:
+        for kernel, axes, ratio in layer.kernel_grids():
+            kernel, ratio = np.asarray(kernel), np.asarray(ratio)
             assert np.all((ratio >= 0.3) & (ratio <= 1.0))
             grid = np.asarray(fake_quant_weight(kernel, axes, 4, clip_ratio=ratio), np.float32)
             error = lambda q: float(((np.asarray(q) - kernel) ** 2).sum())   # noqa: E731

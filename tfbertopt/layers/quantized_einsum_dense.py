@@ -103,10 +103,14 @@ class QuantizedEinsumDense(keras.layers.EinsumDense):
         """The quantizer of the FULLY_CONNECTED output: before the activation when there is one."""
         return self.pre_activation_quantizer if self._has_activation else self.output_quantizer
 
+    def kernel_grids(self) -> list:
+        """[(kernel, its per-channel axes, its clip-ratio variable or None)]: what `quantized_kernel` rounds."""
+        return [(self.kernel, self._channel_axes, self.weight_clip_ratio)]
+
     def quantized_kernel(self):
         """The kernel on its grid (straight-through gradients to the kernel and the clip ratios)."""
-        return fake_quant_weight(self.kernel, self._channel_axes, self.weight_bits, self.weight_block_size,
-                                 clip_ratio=self.weight_clip_ratio)
+        (kernel, axes, ratio), = self.kernel_grids()
+        return fake_quant_weight(kernel, axes, self.weight_bits, self.weight_block_size, clip_ratio=ratio)
 
     def call(self, inputs, training=None):
         if self.input_quantizer is not None:

@@ -74,11 +74,14 @@ class QuantizedLowRankEinsumDense(LowRankEinsumDense):
         return {"factor_in": (len(self.factor_in.shape) - 1,),
                 "factor_out": tuple(range(1, len(self.factor_out.shape)))}
 
+    def kernel_grids(self) -> list:
+        """[(factor, its per-channel axes, its clip-ratio variable or None)] for `factor_in`, `factor_out`."""
+        return [(getattr(self, name), axes, self.clip_ratios.get(name)) for name, axes in self._factor_axes().items()]
+
     def _factors(self):
         """Both factors on their per-channel grids."""
-        return tuple(fake_quant_weight(getattr(self, name), axes, self.weight_bits, self.weight_block_size,
-                                       clip_ratio=self.clip_ratios.get(name))
-                     for name, axes in self._factor_axes().items())
+        return tuple(fake_quant_weight(factor, axes, self.weight_bits, self.weight_block_size, clip_ratio=ratio)
+                     for factor, axes, ratio in self.kernel_grids())
 
     def weight_only_call(self, inputs):
         """The layer with its factors on the int8 grid and no activation fake-quant: for a graph constant, which

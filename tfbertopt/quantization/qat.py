@@ -52,7 +52,7 @@ import numpy as np
 from tfbertopt.data.calibration import calibration_features
 from tfbertopt.data.pipeline import model_input_names, without_preprocessor
 from tfbertopt.kernels import UnsupportedModelError, find_kernels, get_backbone
-from tfbertopt.layers import ActivationQuantizer, QuantizedEinsumDense, QuantizedLowRankEinsumDense
+from tfbertopt.layers import ActivationQuantizer
 from tfbertopt.pruning.prune import attach_mask
 from tfbertopt.quantizers.channel_scales import equalization_scales, matmul_ranges
 from tfbertopt.quantizers.config import QuantizationConfig
@@ -166,16 +166,10 @@ def init_clip_ratios(model) -> int:
     kernel's current values (`mse_clip_ratios`); returns how many kernels have them."""
     n = 0
     for layer in model._flatten_layers():
-        if isinstance(layer, QuantizedEinsumDense) and layer.weight_clip_ratio is not None:
-            pairs = [(layer.weight_clip_ratio, layer.kernel, layer._channel_axes)]
-        elif isinstance(layer, QuantizedLowRankEinsumDense) and layer.clip_ratios:
-            axes = layer._factor_axes()
-            pairs = [(ratio, getattr(layer, name), axes[name]) for name, ratio in layer.clip_ratios.items()]
-        else:
-            continue
-        for ratio, kernel, channel_axes in pairs:
-            ratio.assign(mse_clip_ratios(np.asarray(kernel), channel_axes, layer.weight_bits))
-            n += 1
+        for kernel, channel_axes, ratio in getattr(layer, "kernel_grids", list)():
+            if ratio is not None:
+                ratio.assign(mse_clip_ratios(np.asarray(kernel), channel_axes, layer.weight_bits))
+                n += 1
     return n
 
 

@@ -56,21 +56,18 @@ class QatStage(Stage):
             unknown = [p for p in points if p not in POINTS]
             if unknown or not points:
                 raise RecipeError(f"{path}.points: unknown {unknown or 'empty list'}; choose from {list(POINTS)}")
-        if options["learned_weight_scales"] and QuantizationConfig.for_export(options["target"]).weight_block_size:
-            raise RecipeError(f"{path}.learned_weight_scales: the {options['target']} target has blockwise scales; "
-                              f"learned scales are per channel (use int4, int8, int8-matmul or dynamic-int4-tables)")
         if not 0.0 <= options["ema_decay"] < 1.0:
             raise RecipeError(f"{path}.ema_decay: must be in [0, 1), got {options['ema_decay']}")
+        try:                  # the scheme's own checks (e.g. learned scales are per channel, not blockwise)
+            _config(options)
+        except ValueError as e:
+            raise RecipeError(f"{path}: {e}") from None
 
     def tags(self, options: dict) -> list[str]:
         return ["qat"] + (["learned-scales"] if options["learned_weight_scales"] else [])
 
     def run(self, run, options: dict, stage_dir: str, train, dev, index: int) -> dict:
-        config = QuantizationConfig.for_export(options["target"])
-        config = dataclasses.replace(config, points=tuple(options["points"] or config.points),
-                                     ema_decay=options["ema_decay"],
-                                     learned_weight_scales=options["learned_weight_scales"],
-                                     symmetric_activations=options["symmetric_activations"])
+        config = _config(options)
         tables = f"{config.table_bits}-bit tables, " if config.table_bits else ""
         scales = " (learned scales)" if config.learned_weight_scales else ""
         activations = (f"{config.activation_bits}-bit fake-quant at {', '.join(config.points)}, ranges from "
@@ -79,15 +76,22 @@ class QatStage(Stage):
         teacher = run.model
         run.model = quantize_model(run.model, config, calibration=train,
                                    calibration_steps=options["calibration_steps"])
+        outputs = {"tags": self.tags(options), "activation_ranges": len(activation_ranges(run.model))}
         if not options["epochs"]:
-            dev_metrics = evaluate(run.model, dev)
-            say(f"qat: epochs 0, the quantization-aware model is saved untrained (dev {dev_metrics})")
-            return self.save_model(run, stage_dir, {"tags": self.tags(options), "dev": dev_metrics,
-                                                    "activation_ranges": len(activation_ranges(run.model))})
+            outputs["dev"] = evaluate(run.model, dev)
+            say(f"qat: epochs 0, the quantization-aware model is saved untrained (dev {outputs['dev']})")
+            return self.save_model(run, stage_dir, outputs)
         history = finetune(run.model, train, dev, epochs=options["epochs"], batch_size=options["batch_size"],
                            learning_rate=options["learning_rate"], max_steps=options["max_steps"],
                            seed=run.recipe["seed"], verbose=2, teacher=teacher if options["distill"] else None,
                            keep=options["keep"])
-        logs = {k: [float(x) for x in v] for k, v in history.history.items()}
-        return self.save_model(run, stage_dir, {"history": logs, "tags": self.tags(options),
-                                                "activation_ranges": len(activation_ranges(run.model))})
+        outputs["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
+        return self.save_model(run, stage_dir, outputs)
+
+
+def _config(options: dict) -> QuantizationConfig:
+    """The stage's QuantizationConfig: the target's scheme with the stage's options."""
+    config = QuantizationConfig.for_export(options["target"])
+    return dataclasses.replace(config, points=tuple(options["points"] or config.points),
+                               ema_decay=options["ema_decay"], learned_weight_scales=options["learned_weight_scales"],
+                               symmetric_activations=options["symmetric_activations"])
