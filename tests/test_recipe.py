@@ -29,6 +29,8 @@ def test_defaults_filled():
     (_raw(stages=[{"structured_prune": {"head_fraction": 1.5}}]), "head_fraction: must be in [0, 1)"),
     (_raw(stages=[{"structured_prune": {"recovery_epochs": -1}}]),
      "stages[0].structured_prune.recovery_epochs: must be >= 0, got -1"),
+    (_raw(stages=[{"structured_prune": {"neuron_multiple": 0}}]),
+     "stages[0].structured_prune.neuron_multiple: must be >= 1, got 0"),
     (_raw(stages=[{"factorize": {"rank": 4, "recovery_epochs": -2}}]),
      "stages[0].factorize.recovery_epochs: must be >= 0, got -2"),
     (_raw(stages=[{"export": {}}, {"prune": {}}]), "'prune' comes after 'export'"),

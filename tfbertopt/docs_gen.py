@@ -100,6 +100,8 @@ RECIPE_SUMMARIES = {
                                          "the augmented distillation from the teacher (qat epochs: 0, then distill)",
     "sst2_compound_int4_learned.yaml": "compound-int4-distilled with learned per-channel int4 scales (LSQ from the "
                                        "least-squares clip)",
+    "sst2_compound_int4_learned_long.yaml": "compound-int4-learned with two quantization-aware distillation epochs "
+                                            "at 5e-5 instead of one at 2e-5",
     "sst2_compound_trimmed.yaml": "compound-10x, vocabulary trimmed to 16,000 WordPieces, QAT of int8 kernels and "
                                   "int4 tables (dynamic-int4-tables)",
     "sst2_compound_trimmed_augmented.yaml": "compound-trimmed with TinyBERT-style augmented text in the distillation "

@@ -243,3 +243,18 @@ def test_missing_quantizer_is_one_line(shared_classifier, tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "ai_edge_quantizer", None)
     with pytest.raises(ExportError, match=r"needs ai-edge-quantizer .*pip install 'tfbertopt\[int4\]'"):
         export_litert(shared_classifier, tmp_path / "m.tflite", "int4", sequence_length=16)
+
+
+@pytest.mark.parametrize("width, delegated", [(63, False), (64, True)])
+def test_int4_kernels_need_even_input_widths_for_xnnpack(width, delegated, tmp_path):
+    """Why structured pruning offers `neuron_multiple`: LiteRT's XNNPACK delegate leaves an int4 FULLY_CONNECTED
+    whose input width is odd (here the FFN output kernel) to the builtin kernel."""
+    from tfbertopt.data.demo import demo_vocabulary
+    from tfbertopt.export.op_report import op_report
+    from tfbertopt.models import tiny_bert_classifier
+
+    model = tiny_bert_classifier(demo_vocabulary(), hidden_dim=32, intermediate_dim=width, sequence_length=16)
+    path = tmp_path / "m.tflite"
+    export_litert(model, path, "int4", sequence_length=16)
+    left = op_report(path).not_delegated.get("FULLY_CONNECTED", 0)
+    assert (left == 0) == delegated, f"{left} FULLY_CONNECTED ops left out of XNNPACK at FFN width {width}"

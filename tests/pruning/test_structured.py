@@ -91,6 +91,23 @@ def test_plans_respect_minimums(bert4):
         plan_by_importance(bert4, scores, head_fraction=1.0)
 
 
+def test_kept_neurons_round_to_a_multiple_keeping_the_best(bert4):
+    rng = np.random.default_rng(0)
+    scores = {"heads": [np.ones(4)] * 4, "neurons": [rng.random(64) for _ in range(4)]}
+    plain = plan_by_importance(bert4, scores, neuron_fraction=0.55, min_neurons=8)
+    assert any(len(n) % 2 for n in plain.neurons.values())          # the ranking alone leaves odd widths
+    for multiple in (2, 16):
+        plan = plan_by_importance(bert4, scores, neuron_fraction=0.55, min_neurons=8, neuron_multiple=multiple)
+        for i, kept in plan.neurons.items():
+            assert len(kept) % multiple == 0 and abs(len(kept) - len(plain.neurons[i])) <= multiple / 2
+            dropped = sorted(set(range(64)) - set(kept))
+            assert not dropped or scores["neurons"][i][kept].min() >= scores["neurons"][i][dropped].max()
+    assert plan_by_importance(bert4, scores, neuron_fraction=0.99, min_neurons=1,
+                              neuron_multiple=16).neurons[0].__len__() == 16   # at least one multiple
+    with pytest.raises(ValueError, match="neuron_multiple must be a positive integer"):
+        plan_by_importance(bert4, scores, neuron_multiple=0)
+
+
 def test_drop_layers_matches_running_the_kept_layers(bert4, dev_features):
     small = shrink(bert4, plan_drop_layers(bert4, [2, 4]))
     assert len(encoder_layers(small)) == 2

@@ -140,13 +140,41 @@ def _keep_top(scores: list[np.ndarray], prune_fraction: float, minimum: int) -> 
     return {i: sorted(k) for i, k in keep.items()}
 
 
+def _round_kept(scores: list[np.ndarray], keep: dict[int, list[int]], multiple: int) -> dict[int, list[int]]:
+    """Each layer's kept count rounded to the nearest multiple of `multiple` (at least one multiple, at most the
+    layer's width), keeping that many of its highest-scoring units."""
+    rounded = {}
+    for i, s in enumerate(scores):
+        n = min(len(s), max(multiple, int(np.floor(len(keep[i]) / multiple + 0.5)) * multiple))
+        rounded[i] = sorted(int(j) for j in np.argsort(-s, kind="stable")[:n])
+    return rounded
+
+
 def plan_by_importance(model, scores: dict, head_fraction: float = 0.0, neuron_fraction: float = 0.0,
-                       min_heads: int = 1, min_neurons: int = 64) -> StructurePlan:
+                       min_heads: int = 1, min_neurons: int = 64, neuron_multiple: int = 1) -> StructurePlan:
     """Drops the `head_fraction` least important heads and `neuron_fraction` least important FFN neurons,
-    ranked across layers, keeping at least `min_heads` heads and `min_neurons` neurons in each layer."""
+    ranked across layers, keeping at least `min_heads` heads and `min_neurons` neurons in each layer.
+
+    `neuron_multiple`: then rounds each layer's kept FFN neurons to the nearest multiple of it, so later kernels
+    have widths quantized files need: LiteRT's XNNPACK delegate leaves an int4 FULLY_CONNECTED whose input width is
+    odd to the slow builtin kernel (2), and ai-edge-quantizer's blockwise-32 int4 refuses widths that are not
+    multiples of 32 (32).
+
+    >>> import numpy as np
+    >>> from tfbertopt.models import tiny_bert_classifier
+    >>> clf = tiny_bert_classifier(["good", "bad"], intermediate_dim=128)
+    >>> scores = {"heads": [np.ones(2)] * 2, "neurons": [np.arange(128.0)] * 2}
+    >>> plan = plan_by_importance(clf, scores, neuron_fraction=0.6, min_neurons=8, neuron_multiple=32)
+    >>> [len(plan.neurons[i]) for i in plan.layers]
+    [64, 64]
+    """
+    if not isinstance(neuron_multiple, int) or neuron_multiple < 1:
+        raise ValueError(f"neuron_multiple must be a positive integer, got {neuron_multiple!r}")
     plan = full_plan(model)
     plan.heads = _keep_top(scores["heads"], head_fraction, min_heads)
     plan.neurons = _keep_top(scores["neurons"], neuron_fraction, min_neurons)
+    if neuron_multiple > 1:
+        plan.neurons = _round_kept(scores["neurons"], plan.neurons, neuron_multiple)
     return plan
 
 

@@ -19,6 +19,8 @@ class StructuredPruneStage(Stage):
     options: ClassVar[dict] = {
         "head_fraction": (0.5, float, "share of attention heads to remove (least important first, across layers)"),
         "neuron_fraction": (0.5, float, "share of FFN neurons to remove"),
+        "neuron_multiple": (1, int, "round each layer's kept FFN neurons to a multiple of this (2 for int4 kernels, "
+                                    "32 for blockwise-32 int4)"),
         "drop_layers": (None, list, "1-based encoder layers to remove as well, e.g. [4, 6]"),
         "importance_batches": (32, int, "batches used to score heads and neurons"),
         "recovery_epochs": (1, int, "fine-tuning epochs after the shrink (0: none)"),
@@ -27,7 +29,7 @@ class StructuredPruneStage(Stage):
         "max_steps": (None, int, "cap on recovery steps per epoch"),
     }
     fractions = ("head_fraction", "neuron_fraction")
-    counts = ("batch_size", "max_steps", "importance_batches")
+    counts = ("batch_size", "max_steps", "importance_batches", "neuron_multiple")
     non_negative = ("recovery_epochs",)
     trains = True
 
@@ -42,7 +44,8 @@ class StructuredPruneStage(Stage):
             features = encode(train.texts[:n], run.model.preprocessor)
             scores = structure_importance(run.model, features, train.labels[:n], train.task,
                                           batches=options["importance_batches"], batch_size=options["batch_size"])
-            plan = plan_by_importance(run.model, scores, options["head_fraction"], options["neuron_fraction"])
+            plan = plan_by_importance(run.model, scores, options["head_fraction"], options["neuron_fraction"],
+                                      neuron_multiple=options["neuron_multiple"])
         else:   # only whole layers go: nothing to rank
             plan = full_plan(run.model)
         if options["drop_layers"]:
