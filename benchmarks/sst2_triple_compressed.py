@@ -17,7 +17,7 @@ way). A recipe with a `qat` stage is measured twice: the rows above from the flo
 quantization the export stage writes (float32 aside); when that stage only made the fake-quant twin (`epochs: 0`)
 and a later stage trained it, the untrained twin's file is a `<final>-twin-<target>` row too (the post-training
 file, verified against the model it simulates). Then, with `--peers` ai-edge-quantizer's ready recipes on
-the float32 file (`tfbertopt.bench.peers`), for comparison the float model as full-integer int8 (calibrated; not the paper's method), and, for a
+the float32 file and Keras' own `quantize` on the float model (`tfbertopt.bench.peers`), for comparison the float model as full-integer int8 (calibrated; not the paper's method), and, for a
 single-sentence task with mediapipe installed, MediaPipe's TextClassifier on the raw dev sentences of every
 compressed quantized file (`mediapipe_agreement`: same label as the interpreter; `mediapipe_score`). It times them
 all back to back after measuring this machine's int8 peak (batch 1, sequence 128, 2 and 1 threads), so that no
@@ -50,7 +50,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tfbertopt.bench import harness  # noqa: E402
 from tfbertopt.bench.harness import command_line  # noqa: E402
 from tfbertopt.bench.mediapipe import TASK_LABELS, mediapipe_agreement  # noqa: E402
-from tfbertopt.bench.peers import ai_edge_quantizer_rows  # noqa: E402
+from tfbertopt.bench.peers import ai_edge_quantizer_rows, keras_quantize_rows  # noqa: E402
 from tfbertopt.bench.retime import ROUND_ROBIN_NOTE, retime_round_robin, time_round_robin  # noqa: E402
 from tfbertopt.data.glue import load_glue  # noqa: E402
 from tfbertopt.data.pipeline import encode  # noqa: E402
@@ -116,7 +116,8 @@ def main(argv=None) -> int:
                              "smoke test)")
     parser.add_argument("--skip-full-int8", action="store_true", help="skip the full-integer int8 comparison row")
     parser.add_argument("--peers", action="store_true",
-                        help="add ai-edge-quantizer's ready recipes on the compressed float32 file (peer rows)")
+                        help="add ai-edge-quantizer's ready recipes on the compressed float32 file and Keras' "
+                             "quantize(int8 / int4) of the float model (peer rows)")
     parser.add_argument("--passes", type=int, default=7, help="round-robin timing passes (fastest reported)")
     parser.add_argument("--timing-only", action="store_true",
                         help="only re-time the files of an existing --out results file (after a noisy first run)")
@@ -233,6 +234,8 @@ def main(argv=None) -> int:
         rows += ai_edge_quantizer_rows(student, os.path.join(bench_dir, f"{kind['float_variant']}_float32.tflite"),
                                        dev, bench_dir, prefix=f"{kind['float_variant']}-", tags=compressed_tags,
                                        features=features[id(student)], log=log, failures=peer_failures)
+        rows += keras_quantize_rows(student, dev, bench_dir, prefix=f"{kind['float_variant']}-", tags=compressed_tags,
+                                    features=features[id(student)], log=log, failures=peer_failures)
 
     # MediaPipe's TextClassifier on the raw dev sentences of every compressed quantized file (single sentences only).
     labels = TASK_LABELS.get(task)
