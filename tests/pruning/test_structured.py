@@ -104,6 +104,8 @@ def test_kept_neurons_round_to_a_multiple_keeping_the_best(bert4):
             assert not dropped or scores["neurons"][i][kept].min() >= scores["neurons"][i][dropped].max()
     assert plan_by_importance(bert4, scores, neuron_fraction=0.99, min_neurons=1,
                               neuron_multiple=16).neurons[0].__len__() == 16   # at least one multiple
+    assert len(plan_by_importance(bert4, scores, neuron_fraction=0.99, min_neurons=20,
+                                  neuron_multiple=16).neurons[0]) == 32               # never below the minimum
     with pytest.raises(ValueError, match="neuron_multiple must be a positive integer"):
         plan_by_importance(bert4, scores, neuron_multiple=0)
 

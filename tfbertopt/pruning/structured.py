@@ -140,12 +140,14 @@ def _keep_top(scores: list[np.ndarray], prune_fraction: float, minimum: int) -> 
     return {i: sorted(k) for i, k in keep.items()}
 
 
-def _round_kept(scores: list[np.ndarray], keep: dict[int, list[int]], multiple: int) -> dict[int, list[int]]:
-    """Each layer's kept count rounded to the nearest multiple of `multiple` (at least one multiple, at most the
-    layer's width), keeping that many of its highest-scoring units."""
+def _round_kept(scores: list[np.ndarray], keep: dict[int, list[int]], multiple: int,
+                minimum: int) -> dict[int, list[int]]:
+    """Each layer's kept count rounded to the nearest multiple of `multiple` (never below `minimum`, rounded up to a
+    multiple; at most the layer's width), keeping that many of its highest-scoring units."""
+    floor = max(1, -(-minimum // multiple)) * multiple
     rounded = {}
     for i, s in enumerate(scores):
-        n = min(len(s), max(multiple, int(np.floor(len(keep[i]) / multiple + 0.5)) * multiple))
+        n = min(len(s), max(floor, int(np.floor(len(keep[i]) / multiple + 0.5)) * multiple))
         rounded[i] = sorted(int(j) for j in np.argsort(-s, kind="stable")[:n])
     return rounded
 
@@ -155,10 +157,10 @@ def plan_by_importance(model, scores: dict, head_fraction: float = 0.0, neuron_f
     """Drops the `head_fraction` least important heads and `neuron_fraction` least important FFN neurons,
     ranked across layers, keeping at least `min_heads` heads and `min_neurons` neurons in each layer.
 
-    `neuron_multiple`: then rounds each layer's kept FFN neurons to the nearest multiple of it, so later kernels
-    have widths quantized files need: LiteRT's XNNPACK delegate leaves an int4 FULLY_CONNECTED whose input width is
-    odd to the slow builtin kernel (2), and ai-edge-quantizer's blockwise-32 int4 refuses widths that are not
-    multiples of 32 (32).
+    `neuron_multiple`: then rounds each layer's kept FFN neurons to the nearest multiple of it (not below
+    `min_neurons`), so later kernels have the widths quantized files need: LiteRT's XNNPACK delegate leaves an int4
+    FULLY_CONNECTED whose input width is odd to the slow builtin kernel (2), and ai-edge-quantizer's blockwise-32
+    int4 refuses widths that are not multiples of 32 (32).
 
     >>> import numpy as np
     >>> from tfbertopt.models import tiny_bert_classifier
@@ -174,7 +176,7 @@ def plan_by_importance(model, scores: dict, head_fraction: float = 0.0, neuron_f
     plan.heads = _keep_top(scores["heads"], head_fraction, min_heads)
     plan.neurons = _keep_top(scores["neurons"], neuron_fraction, min_neurons)
     if neuron_multiple > 1:
-        plan.neurons = _round_kept(scores["neurons"], plan.neurons, neuron_multiple)
+        plan.neurons = _round_kept(scores["neurons"], plan.neurons, neuron_multiple, min_neurons)
     return plan
 
 
