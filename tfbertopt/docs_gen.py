@@ -87,6 +87,8 @@ RECIPE_SUMMARIES = {
     "demo_families.yaml": "offline demo for any family (--set model=demo-<family>): fine-tune, shrink, SVD, "
                           "int8-matmul QAT and export",
     "mrpc_bilstm_siamese.yaml": "Tang et al.'s siamese BiLSTM on MRPC sentence pairs, from cached teacher logits",
+    "mrpc_compound_int4_even.yaml": "MRPC's compound float student with every FFN width rounded to an even count "
+                                    "(neuron_multiple: 2), int4 beside int8",
     "mrpc_minilm_baseline.yaml": "MiniLM-L6 fine-tuned on MRPC; float32 / float16 / dynamic int8",
     "sst2_albert_factorize.yaml": "ALBERT's ideas: E=128 factorized embeddings + layers shared in pairs, "
                                   "distilled recovery",

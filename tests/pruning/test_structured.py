@@ -7,6 +7,7 @@ import pytest
 from tfbertopt.data.pipeline import encode
 from tfbertopt.kernels import encoder_layers, encoder_shapes, find_kernels
 from tfbertopt.pruning.structured import (
+    StructurePlan,
     full_plan,
     plan_by_importance,
     plan_drop_layers,
@@ -106,6 +107,10 @@ def test_kept_neurons_round_to_a_multiple_keeping_the_best(bert4):
                               neuron_multiple=16).neurons[0].__len__() == 16   # at least one multiple
     assert len(plan_by_importance(bert4, scores, neuron_fraction=0.99, min_neurons=20,
                                   neuron_multiple=16).neurons[0]) == 32               # never below the minimum
+    odd = {"heads": scores["heads"], "neurons": [np.arange(63.0)] * 4}      # an odd width, nothing pruned: 62 kept
+    bert_odd = shrink(bert4, StructurePlan(layers=[0, 1, 2, 3], heads={i: [0, 1, 2, 3] for i in range(4)},
+                                           neurons={i: list(range(63)) for i in range(4)}))
+    assert [len(n) for n in plan_by_importance(bert_odd, odd, neuron_multiple=2).neurons.values()] == [62] * 4
     with pytest.raises(ValueError, match="neuron_multiple must be a positive integer"):
         plan_by_importance(bert4, scores, neuron_multiple=0)
 

@@ -143,11 +143,13 @@ def _keep_top(scores: list[np.ndarray], prune_fraction: float, minimum: int) -> 
 def _round_kept(scores: list[np.ndarray], keep: dict[int, list[int]], multiple: int,
                 minimum: int) -> dict[int, list[int]]:
     """Each layer's kept count rounded to the nearest multiple of `multiple` (never below `minimum`, rounded up to a
-    multiple; at most the layer's width), keeping that many of its highest-scoring units."""
+    multiple; at most the largest multiple within the layer's width, or its whole width when none fits), keeping
+    that many of its highest-scoring units."""
     floor = max(1, -(-minimum // multiple)) * multiple
     rounded = {}
     for i, s in enumerate(scores):
-        n = min(len(s), max(floor, int(np.floor(len(keep[i]) / multiple + 0.5)) * multiple))
+        top = len(s) // multiple * multiple or len(s)
+        n = min(top, max(floor, int(np.floor(len(keep[i]) / multiple + 0.5)) * multiple))
         rounded[i] = sorted(int(j) for j in np.argsort(-s, kind="stable")[:n])
     return rounded
 

@@ -39,14 +39,14 @@ class StructuredPruneStage(Stage):
         return [tag for tag, value in parts if value] + ["structured", "shrink"]
 
     def run(self, run, options: dict, stage_dir: str, train, dev, index: int) -> dict:
-        if options["head_fraction"] or options["neuron_fraction"]:
+        if options["head_fraction"] or options["neuron_fraction"] or options["neuron_multiple"] > 1:
             n = min(len(train), options["importance_batches"] * options["batch_size"])
             features = encode(train.texts[:n], run.model.preprocessor)
             scores = structure_importance(run.model, features, train.labels[:n], train.task,
                                           batches=options["importance_batches"], batch_size=options["batch_size"])
             plan = plan_by_importance(run.model, scores, options["head_fraction"], options["neuron_fraction"],
                                       neuron_multiple=options["neuron_multiple"])
-        else:   # only whole layers go: nothing to rank
+        else:   # only whole layers go: nothing to rank or round
             plan = full_plan(run.model)
         if options["drop_layers"]:
             plan = plan_drop_layers(run.model, options["drop_layers"], plan)
