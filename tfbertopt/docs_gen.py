@@ -77,8 +77,8 @@ HEADLINE = (
      "sst2_compound_trimmed_2layer_long.json", "compound-trimmed-qat-dynamic-int4-tables"),
     ("compound-trimmed, two epochs over the augmented text", "sst2_compound_trimmed_augmented_long.json",
      "compound-trimmed-qat-dynamic-int4-tables"),
-    ("compound, full vocabulary, int4 kernels and tables with learned scales, distilled as int4",
-     "sst2_compound_int4_learned.json", "compound-qat-int4"),
+    ("compound, full vocabulary, int4 kernels and tables with learned scales, distilled two epochs as int4",
+     "sst2_compound_int4_learned_long.json", "compound-qat-int4"),
 )
 
 # One line per recipe in recipes/ (docs/recipes.md); keep in step with the folder (the generator checks).
