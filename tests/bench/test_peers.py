@@ -1,11 +1,13 @@
 """Peer rows: Keras' own `quantize` on a copy of the model, exported and verified, or recorded as a failure."""
 
 import numpy as np
+import pytest
 
 from tfbertopt.bench.peers import KERAS_MODES, keras_quantize_rows
 from tfbertopt.data.demo import demo_examples, demo_vocabulary
 from tfbertopt.factorization import factorize_embeddings
 from tfbertopt.models import tiny_bert_classifier
+from tfbertopt.quantization import quantize_model
 
 
 def test_keras_quantize_rows_leave_the_model_float_and_lose_no_mode(tmp_path):
@@ -24,3 +26,10 @@ def test_keras_quantize_rows_leave_the_model_float_and_lose_no_mode(tmp_path):
     assert (tmp_path / "m-keras-int4_int4.tflite").exists()
     for failure in failures:
         assert failure["error"] and "\n" not in failure["error"] and 0.0 <= failure["keras_score"] <= 1.0
+
+
+def test_keras_quantize_rows_refuse_a_quantization_aware_model(tmp_path):
+    model = quantize_model(tiny_bert_classifier(demo_vocabulary(), hidden_dim=32, intermediate_dim=64,
+                                                sequence_length=16))
+    with pytest.raises(ValueError, match="already quantization-aware"):
+        keras_quantize_rows(model, demo_examples("dev", 8), tmp_path, log=lambda _: None)

@@ -27,6 +27,7 @@ from tfbertopt.export.litert import ExportResult, export_litert, op_counts
 from tfbertopt.export.verify import verify_litert
 from tfbertopt.kernels import count_params
 from tfbertopt.metrics import primary_score
+from tfbertopt.quantization import is_quantized
 from tfbertopt.surgery import rebuild
 from tfbertopt.train import predict_logits
 
@@ -94,6 +95,9 @@ def keras_quantize_rows(model, dev, out_dir, baseline: str = "baseline", prefix:
     `ptq-dynamic`, and `tags`; `model` itself is left float. A mode whose file does not convert gives no row: its
     one-line reason and the quantized copy's Keras dev score are logged and appended to `failures` as {"variant",
     "mode", "error", "keras_score"}."""
+    if is_quantized(model):
+        raise ValueError("keras_quantize_rows quantizes a float model with Keras; this one is already "
+                         "quantization-aware (give the float model it was made from)")
     features = features if features is not None else encode(dev.texts, model.preprocessor)
     macs, params = harness.model_macs(model, sequence_length), count_params(model)
     rows = []
