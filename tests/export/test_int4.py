@@ -1,5 +1,6 @@
 """int4 export: constant-table GATHERs rewritten exactly, every kernel and table stored as int4, quantization-aware
-int4 kernels and tables stored exactly, and a missing quantizer named in one line."""
+int4 kernels and tables stored exactly, the even input widths XNNPACK needs for int4 kernels, and a missing quantizer
+named in one line."""
 
 import sys
 
@@ -8,13 +9,15 @@ import pytest
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
-from tfbertopt.data.demo import demo_examples
+from tfbertopt.data.demo import demo_examples, demo_vocabulary
 from tfbertopt.data.pipeline import encode
 from tfbertopt.export.embedding_lookup import gathers_as_embedding_lookups
 from tfbertopt.export.litert import ExportError, export_litert, op_counts
+from tfbertopt.export.op_report import op_report
 from tfbertopt.factorization import factorize_embeddings
 from tfbertopt.export.verify import run_litert
 from tfbertopt.kernels import find_kernels
+from tfbertopt.models import tiny_bert_classifier
 from tfbertopt.quantization import QuantizationConfig, quantize_model
 from tfbertopt.quantizers.fake_quant import channel_axes_of, fake_quant_weight
 from tfbertopt.train import predict_logits
@@ -249,10 +252,6 @@ def test_missing_quantizer_is_one_line(shared_classifier, tmp_path, monkeypatch)
 def test_int4_kernels_need_even_input_widths_for_xnnpack(width, delegated, tmp_path):
     """Why structured pruning offers `neuron_multiple`: LiteRT's XNNPACK delegate leaves an int4 FULLY_CONNECTED
     whose input width is odd (here the FFN output kernel) to the builtin kernel."""
-    from tfbertopt.data.demo import demo_vocabulary
-    from tfbertopt.export.op_report import op_report
-    from tfbertopt.models import tiny_bert_classifier
-
     model = tiny_bert_classifier(demo_vocabulary(), hidden_dim=32, intermediate_dim=width, sequence_length=16)
     path = tmp_path / "m.tflite"
     export_litert(model, path, "int4", sequence_length=16)
